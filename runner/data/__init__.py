@@ -1,0 +1,1 @@
+"""Dataset library: each ``conf/dataset/<name>.yaml`` instantiates a loader from ``runner/data/<name>.py``."""

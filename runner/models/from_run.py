@@ -1,0 +1,58 @@
+"""A model logged by an earlier convlab run (``model=from_run model.run_id=<id>``)."""
+
+from __future__ import annotations
+
+import re
+
+from runner.errors import ConvlabError
+from runner.models.base import ModelSpec
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class FromRun(ModelSpec):
+    name = "from_run"
+
+    def __init__(self, run_id: str | None = None, uri: str | None = None):
+        if bool(run_id) == bool(uri):
+            raise ConvlabError(
+                "model=from_run needs exactly one of model.run_id and model.uri",
+                fix="pass model.run_id=<32-hex MLflow run id> or model.uri=runs:/<run_id>/model",
+            )
+        if run_id and not RUN_ID.match(run_id):
+            raise ConvlabError(f"model.run_id={run_id!r} is not an MLflow run id (32 hex characters)",
+                               fix="copy the run id from the MLflow UI or `mlflow runs list`")
+        self.uri = uri or f"runs:/{run_id}/model"
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            from runner.tracking import load_keras_model
+
+            try:
+                self._loaded = load_keras_model(self.uri)
+            except ConvlabError:
+                raise
+            except Exception as error:
+                raise ConvlabError(f"cannot load a model from {self.uri}: {error}".splitlines()[0],
+                                   fix="check the run id and that the run logged a model "
+                                       "(same tracking.uri / MLFLOW_TRACKING_URI)") from error
+        return self._loaded
+
+    @property
+    def input_size(self):
+        return tuple(self._load()[0].input_shape[1:3])
+
+    @property
+    def class_names(self):
+        return self._load()[1]
+
+    def build(self, input_shape=None, num_classes=None):
+        model = self._load()[0]
+        if input_shape is not None and tuple(model.input_shape[1:]) != tuple(input_shape):
+            raise ConvlabError(
+                f"the model from {self.uri} takes inputs of shape {tuple(model.input_shape[1:])}, "
+                f"the dataset gives {tuple(input_shape)}",
+                fix="set dataset.image_size to the size the model was trained at",
+            )
+        return model

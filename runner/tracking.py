@@ -1,0 +1,264 @@
+"""MLflow tracking: one run per job, one parent run per sweep, failures recorded with their reason.
+
+Jobs of a sweep may run in other processes (or machines), so the parent run's id travels in the
+environment variable ``CONVLAB_PARENT_RUN_ID``, never in a Python object.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+import runner
+from runner.errors import ConvlabError
+
+PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
+REASON_TAG = "convlab.failure_reason"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: config keys never logged as params (may carry credentials)
+PRIVATE_KEYS = ("tracking.uri",)
+
+_failed_jobs: list[str] = []
+_interrupted = False
+
+
+def failed_jobs() -> list[str]:
+    """Reasons of the jobs that failed in this process (and, after a sweep, in its children)."""
+    return list(_failed_jobs)
+
+
+# ------------------------------------------------------------------------------------- run contents
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"task": {"epochs": 5}} -> {"task.epochs": "5"}``; lists stay whole (``[64, 64]``)."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif key != "_partial_":
+            flat[name] = str(value)
+    return flat
+
+
+def job_params(cfg: DictConfig) -> dict[str, str]:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = flatten({key: value for key, value in resolved.items() if key != "hydra"})
+    for group, choice in _choices().items():
+        params.setdefault(f"{group}.name", str(choice))
+    return {key: value for key, value in params.items() if key not in PRIVATE_KEYS}
+
+
+def _choices() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {group: choices[group] for group in ("model", "dataset", "task", "experiment") if choices.get(group)}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def environment_tags(seed: int) -> dict[str, str]:
+    """What pins a run's code and environment: git commit + dirty flag, versions, seed, host."""
+    import keras
+    import tensorflow as tf
+
+    tags = {
+        "convlab.version": runner.__version__,
+        "convlab.tensorflow_version": tf.__version__,
+        "convlab.keras_version": keras.__version__,
+        "convlab.mlflow_version": mlflow.__version__,
+        "convlab.python_version": platform.python_version(),
+        "convlab.hostname": platform.node(),
+        "convlab.seed": str(seed),
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["convlab.git_commit"] = commit
+        tags["convlab.git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
+    return tags
+
+
+def _log_config_artifacts(cfg: DictConfig) -> None:
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        mlflow.log_text(OmegaConf.to_yaml(overrides), "config/overrides.yaml")
+        hydra_dir = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
+        if hydra_dir.is_dir():
+            mlflow.log_artifacts(str(hydra_dir), "config/hydra")
+
+
+def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model") -> None:
+    """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "model.keras")
+        if class_names is not None:
+            (Path(tmp) / "class_names.json").write_text(json.dumps(list(class_names)))
+        mlflow.log_artifacts(tmp, artifact_path)
+
+
+def load_keras_model(uri: str):
+    """Load a model logged by :func:`log_keras_model` from an MLflow URI (``runs:/<id>/model``).
+
+    Returns ``(model, class_names or None)``.
+    """
+    import keras
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    model_file = local / "model.keras" if local.is_dir() else local
+    if not model_file.exists():
+        raise ConvlabError(f"{uri} holds no model.keras", fix="point at a run logged by `convlab task=train`")
+    names_file = model_file.with_name("class_names.json")
+    class_names = json.loads(names_file.read_text()) if names_file.exists() else None
+    return keras.models.load_model(model_file), class_names
+
+
+# ---------------------------------------------------------------------------------------- job runs
+
+
+def _use_tracking(cfg: DictConfig) -> None:
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+
+
+def _run_name(cfg: DictConfig) -> str | None:
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode.name == "MULTIRUN" and hydra_cfg.job.override_dirname:
+            return hydra_cfg.job.override_dirname
+    choices = _choices()
+    return "-".join(choices[g] for g in ("task", "model", "dataset") if g in choices) or None
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for the run's tag: the innermost ConvlabError's message, else the exception itself."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ConvlabError):
+            return str(seen).splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(error).__name__}: {error}".splitlines()[0][:500]
+
+
+def _user_message(error: BaseException) -> str:
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ConvlabError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return "".join(traceback.format_exception(error))
+
+
+@contextlib.contextmanager
+def job_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run for one job, nested under the sweep's parent run when there is one.
+
+    An exception marks the run FAILED (traceback artifact + one-line reason tag) and is not re-raised:
+    the process exits non-zero at the end (see :func:`failed_jobs`) and the other jobs of a sweep go on.
+    Ctrl-C marks the run KILLED and stops everything.
+    """
+    _use_tracking(cfg)
+    parent_id = os.environ.get(PARENT_ENV)
+    if parent_id:
+        experiment_id = MlflowClient().get_run(parent_id).info.experiment_id
+    else:
+        experiment_id = mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg), parent_run_id=parent_id) as run:
+        try:
+            mlflow.log_params(job_params(cfg))
+            mlflow.set_tags(environment_tags(cfg.seed))
+            _log_config_artifacts(cfg)
+            yield run
+        except KeyboardInterrupt:
+            global _interrupted
+            _interrupted = True
+            mlflow.set_tag(REASON_TAG, "interrupted (Ctrl-C)")
+            mlflow.end_run("KILLED")
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
+            reason = failure_reason(error)
+            _failed_jobs.append(reason)
+            mlflow.set_tag(REASON_TAG, reason)
+            mlflow.log_text("".join(traceback.format_exception(error)), "error/traceback.txt")
+            mlflow.end_run("FAILED")
+            print(f"[convlab] run {run.info.run_id} FAILED: {_user_message(error)}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------ sweep parents
+
+
+class SweepParentRun(Callback):
+    """Hydra callback: a multirun sweep gets one MLflow parent run; its jobs become nested children."""
+
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _use_tracking(config)
+        experiment = mlflow.set_experiment(config.tracking.experiment)
+        sweep_args = " ".join(config.hydra.overrides.task)
+        run = MlflowClient().create_run(
+            experiment.experiment_id,
+            run_name=f"sweep {sweep_args}".strip(),
+            tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args,
+                  "convlab.sweep_dir": str(config.hydra.sweep.dir)},
+        )
+        self.parent_id = run.info.run_id
+        os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._end_if_open)
+        print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = self._failed_children()
+        self._end("FAILED" if failed else "FINISHED", failed)
+
+    def _failed_children(self) -> list[str]:
+        client = MlflowClient()
+        parent = client.get_run(self.parent_id)
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'"
+        )
+        return [child.info.run_id for child in children if child.info.status != "FINISHED"]
+
+    def _end(self, status: str, failed: list[str]) -> None:
+        if self.parent_id is None:
+            return
+        client = MlflowClient()
+        if failed:
+            client.set_tag(self.parent_id, REASON_TAG, f"{len(failed)} job(s) did not finish: {', '.join(failed)}")
+            _failed_jobs.extend(run_id for run_id in failed if run_id not in _failed_jobs)
+        client.set_terminated(self.parent_id, status)
+        os.environ.pop(PARENT_ENV, None)
+        self.parent_id = None
+
+    def _end_if_open(self) -> None:
+        """At exit, a parent run still open means the sweep was interrupted or crashed."""
+        if self.parent_id is not None:
+            self._end("KILLED" if _interrupted else "FAILED", [])

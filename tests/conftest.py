@@ -1,0 +1,72 @@
+"""Shared fixtures: Hydra compose for config tests, a temporary MLflow store and a CLI runner for
+end-to-end tests (the real `python -m runner` in a subprocess, as a user runs it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+
+from runner.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+#: tiny settings for end-to-end runs: 1 epoch, few small batches
+TINY_TRAIN = [
+    "dataset.image_size=48",
+    "dataset.limit=16",
+    "dataset.batch_size=8",
+    "task.epochs=1",
+    "task.steps_per_epoch=2",
+    "task.augmentation_samples=4",
+]
+
+
+def compose_config(overrides: list[str] | None = None):
+    """Compose like the CLI does (hydra node included, HydraConfig set, so interpolations resolve)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides or [], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def config_options(group: str) -> list[str]:
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, mlflow_store: str):
+    """Run ``python -m runner <args>`` in ``tmp_path`` against the temporary MLflow store."""
+
+    def run(*args: str, expect_ok: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
+        env.pop("CONVLAB_PARENT_RUN_ID", None)
+        proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if expect_ok and proc.returncode != 0:
+            raise AssertionError(f"convlab {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def mlflow_client(mlflow_store: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_store)
+
+
+def all_runs(client: MlflowClient):
+    experiments = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in experiments])
