@@ -29,6 +29,7 @@ import runner
 from runner.errors import ConvlabError
 
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
+SWEEP_KEYS_ENV = "CONVLAB_SWEEP_KEYS"
 REASON_TAG = "convlab.failure_reason"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: config keys never logged as params (may carry credentials)
@@ -149,10 +150,10 @@ def _use_tracking(cfg: DictConfig) -> None:
 def _run_name(cfg: DictConfig) -> str | None:
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode.name == "MULTIRUN" and hydra_cfg.job.override_dirname:
-            return hydra_cfg.job.override_dirname
+    swept = os.environ.get(SWEEP_KEYS_ENV)
+    if swept and HydraConfig.initialized():
+        keys = swept.split(",")
+        return " ".join(o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0] in keys)
     choices = _choices()
     return "-".join(choices[g] for g in ("task", "model", "dataset") if g in choices) or None
 
@@ -214,6 +215,14 @@ def job_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
 # ------------------------------------------------------------------------------------ sweep parents
 
 
+def _swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep varies (``task.augment=false,true`` -> ``task.augment``): they name its jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.get_key_element() for o in parsed if o.is_sweep_override()]
+
+
 class SweepParentRun(Callback):
     """Hydra callback: a multirun sweep gets one MLflow parent run; its jobs become nested children."""
 
@@ -221,6 +230,7 @@ class SweepParentRun(Callback):
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # Hydra sets it per job; the experiment name needs it now
         _use_tracking(config)
         experiment = mlflow.set_experiment(config.tracking.experiment)
         sweep_args = " ".join(config.hydra.overrides.task)
@@ -232,6 +242,7 @@ class SweepParentRun(Callback):
         )
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
+        os.environ[SWEEP_KEYS_ENV] = ",".join(_swept_keys(list(config.hydra.overrides.task)))
         atexit.register(self._end_if_open)
         print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)
 
@@ -256,6 +267,7 @@ class SweepParentRun(Callback):
             _failed_jobs.extend(run_id for run_id in failed if run_id not in _failed_jobs)
         client.set_terminated(self.parent_id, status)
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(SWEEP_KEYS_ENV, None)
         self.parent_id = None
 
     def _end_if_open(self) -> None:
