@@ -8,6 +8,7 @@ import skimage.data
 
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
+from runner.models import mobilenet_v2
 from runner.models.base import CropBox
 from runner.models.mobilenet_v2 import MobileNetV2
 
@@ -53,11 +54,27 @@ def test_predictions_match_torchvision(spec, model, photo):
 
 def test_cached_keras_file_gives_identical_predictions(spec, model):
     path = spec.cached_model_path()
-    assert path.name == "mobilenet_v2-b03531047ffa.keras" and path.is_file()
+    assert path.name == "mobilenet_v2-b03531047ffa-v1.keras" and path.is_file()
     reloaded = spec.build()  # keras.models.load_model(path): no custom objects, normalization included
     assert reloaded is not model
     batch = np.stack([spec.preprocess(skimage.data.chelsea())[0], spec.preprocess(skimage.data.coffee())[0]])
     np.testing.assert_array_equal(reloaded.predict(batch, verbose=0), model.predict(batch, verbose=0))
+
+
+def test_a_new_converter_version_converts_again_instead_of_loading_the_old_file(spec, model, monkeypatch):
+    assert spec.cached_model_path().is_file()  # written by converter version 1
+    monkeypatch.setattr(MobileNetV2, "converter_version", 2)
+    assert spec.cached_model_path().name == "mobilenet_v2-b03531047ffa-v2.keras"
+
+    class Converting(Exception):
+        pass
+
+    def build_mobilenet_v2():
+        raise Converting
+
+    monkeypatch.setattr(mobilenet_v2, "build_mobilenet_v2", build_mobilenet_v2)
+    with pytest.raises(Converting):
+        spec.build()
 
 
 def test_weights_sha256_is_of_the_pth_file(spec):

