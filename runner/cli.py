@@ -9,7 +9,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from runner import tracking
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from runner import reproduce, tracking
 from runner.schema import register_configs
 
 register_configs()
@@ -29,12 +32,36 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run_job(cfg: DictConfig) -> None:
     """Build the model spec, dataset and task from the config and run the task, tracked in MLflow."""
-    with tracking.job_run(cfg):
+    job_hash = reproduce.config_hash(cfg)
+    resume_run_id = None
+    if cfg.resume:
+        experiment_id = tracking.job_experiment_id(cfg)
+        done = reproduce.finished_run(experiment_id, job_hash)
+        if done:
+            _skip(done.info.run_id)
+            return
+        unfinished = reproduce.resumable_run(experiment_id, job_hash)
+        resume_run_id = unfinished.info.run_id if unfinished else None
+    tags = {reproduce.HASH_TAG: job_hash, **({reproduce.RERUN_TAG: cfg.rerun_of} if cfg.rerun_of else {})}
+    with tracking.job_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
         seed_everything(cfg.seed, cfg.deterministic)
         model = instantiate(cfg.model)
         dataset = instantiate(cfg.dataset)
+        inputs = reproduce.input_hashes(model, dataset)
+        mlflow.set_tags(inputs)
+        if cfg.rerun_of:
+            current = {**mlflow.get_run(run.info.run_id).data.tags, **inputs}
+            reproduce.compare_with_original(cfg.rerun_of, current, cfg.strict)
         task = instantiate(cfg.task)
         task(model=model, dataset=dataset)
+
+
+def _skip(finished_run_id: str) -> None:
+    """resume=true: this job already has a FINISHED run; link it from the sweep's parent run."""
+    print(f"[convlab] resume: skipping, already FINISHED as run {finished_run_id}", file=sys.stderr)
+    parent = tracking.parent_run_id()
+    if parent:
+        MlflowClient().set_tag(parent, f"convlab.reused.{finished_run_id}", "FINISHED earlier; not re-run")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

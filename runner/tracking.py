@@ -21,6 +21,7 @@ from typing import Any
 
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from runner.errors import ConvlabError
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
 SWEEP_KEYS_ENV = "CONVLAB_SWEEP_KEYS"
 REASON_TAG = "convlab.failure_reason"
+MODEL_TAG = "convlab.logged_model"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: config keys never logged as params (may carry credentials)
 PRIVATE_KEYS = ("tracking.uri",)
@@ -115,6 +117,17 @@ def _log_config_artifacts(cfg: DictConfig) -> None:
             mlflow.log_artifacts(str(hydra_dir), "config/hydra")
 
 
+def log_npz(artifact_file: str, **arrays) -> None:
+    """Log NumPy arrays as one compressed ``.npz`` artifact (e.g. ``gradcam/chelsea.npz``)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(artifact_file).name
+        np.savez_compressed(local, **arrays)
+        directory = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(local), None if directory == "." else directory)
+
+
 def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model") -> None:
     """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +135,16 @@ def log_keras_model(model, class_names: list[str] | None = None, artifact_path: 
         if class_names is not None:
             (Path(tmp) / "class_names.json").write_text(json.dumps(list(class_names)))
         mlflow.log_artifacts(tmp, artifact_path)
+    mlflow.set_tag(MODEL_TAG, "true")
+
+
+def download_keras_model(uri: str) -> Path:
+    """The local path of the ``model.keras`` logged by :func:`log_keras_model` at ``uri`` (``runs:/<id>/model``)."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    model_file = local / "model.keras" if local.is_dir() else local
+    if not model_file.exists():
+        raise ConvlabError(f"{uri} holds no model.keras", fix="point at a run logged by `convlab task=train`")
+    return model_file
 
 
 def load_keras_model(uri: str):
@@ -131,20 +154,79 @@ def load_keras_model(uri: str):
     """
     import keras
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    model_file = local / "model.keras" if local.is_dir() else local
-    if not model_file.exists():
-        raise ConvlabError(f"{uri} holds no model.keras", fix="point at a run logged by `convlab task=train`")
+    model_file = download_keras_model(uri)
     names_file = model_file.with_name("class_names.json")
     class_names = json.loads(names_file.read_text()) if names_file.exists() else None
     return keras.models.load_model(model_file), class_names
+
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def log_checkpoint(model, epoch: int) -> None:
+    """Save ``model`` (with its optimizer state) after ``epoch`` (0-based) to the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "model.keras")
+        (Path(tmp) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        mlflow.log_artifacts(tmp, CHECKPOINT_DIR)
+
+
+def load_checkpoint():
+    """``(model, last finished epoch)`` from the active run's checkpoint, or None if it has none."""
+    import keras
+
+    run_id = mlflow.active_run().info.run_id
+    if not MlflowClient().list_artifacts(run_id, CHECKPOINT_DIR):
+        return None
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_DIR))
+    epoch = json.loads((local / "epoch.json").read_text())["epoch"]
+    return keras.models.load_model(local / "model.keras"), epoch
 
 
 # ---------------------------------------------------------------------------------------- job runs
 
 
 def _use_tracking(cfg: DictConfig) -> None:
+    check_reachable(cfg.tracking.uri)
     mlflow.set_tracking_uri(cfg.tracking.uri)
+
+
+# ------------------------------------------------------------------------ tracking server reachability
+
+
+class TrackingServerUnreachable(ConvlabError, CompactHydraException):
+    """Hydra prints a CompactHydraException as its message alone, without a traceback."""
+
+
+_reachable: set[str] = set()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when an http(s) tracking server does not answer at all.
+
+    MLflow's client would retry for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES) before the first error;
+    that patience is for outages in the middle of a run, not for a server that was never started.
+    Any HTTP answer (even 401 or 404) counts as reachable: auth and paths are MLflow's business.
+    """
+    import urllib.parse
+
+    import requests
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or uri in _reachable:
+        return
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # never print credentials
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.exceptions.SSLError:
+        pass  # it answered; TLS settings are MLflow's (MLFLOW_TRACKING_INSECURE_TLS, ..._SERVER_CERT_PATH)
+    except requests.RequestException as error:
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {shown} is not reachable ({type(error).__name__})",
+            fix="start it (`make server` runs one on this machine), or point tracking.uri / "
+                "MLFLOW_TRACKING_URI at a running server",
+        ) from None
+    _reachable.add(uri)
 
 
 def _run_name(cfg: DictConfig) -> str | None:
@@ -177,24 +259,42 @@ def _user_message(error: BaseException) -> str:
     return "".join(traceback.format_exception(error))
 
 
+def job_experiment_id(cfg: DictConfig) -> str:
+    """The experiment a job's run goes to: its sweep parent's, else ``tracking.experiment``."""
+    _use_tracking(cfg)
+    parent_id = os.environ.get(PARENT_ENV)
+    if parent_id:
+        return MlflowClient().get_run(parent_id).info.experiment_id
+    return mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+
+
+def parent_run_id() -> str | None:
+    return os.environ.get(PARENT_ENV)
+
+
 @contextlib.contextmanager
-def job_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run for one job, nested under the sweep's parent run when there is one.
+def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
+            resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run for one job, nested under the sweep's parent run when there is one
+    (``resume_run_id``: reopen that earlier run instead of starting a new one).
 
     An exception marks the run FAILED (traceback artifact + one-line reason tag) and is not re-raised:
     the process exits non-zero at the end (see :func:`failed_jobs`) and the other jobs of a sweep go on.
     Ctrl-C marks the run KILLED and stops everything.
     """
-    _use_tracking(cfg)
-    parent_id = os.environ.get(PARENT_ENV)
-    if parent_id:
-        experiment_id = MlflowClient().get_run(parent_id).info.experiment_id
+    experiment_id = job_experiment_id(cfg)
+    parent_id = parent_run_id()
+    if resume_run_id:
+        started = mlflow.start_run(run_id=resume_run_id)
+        if parent_id:
+            mlflow.set_tag("mlflow.parentRunId", parent_id)
     else:
-        experiment_id = mlflow.set_experiment(cfg.tracking.experiment).experiment_id
-    with mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg), parent_run_id=parent_id) as run:
+        started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg), parent_run_id=parent_id)
+    with started as run:
         try:
-            mlflow.log_params(job_params(cfg))
-            mlflow.set_tags(environment_tags(cfg.seed))
+            if not resume_run_id:
+                mlflow.log_params(job_params(cfg))
+            mlflow.set_tags({**environment_tags(cfg.seed), **(tags or {})})
             _log_config_artifacts(cfg)
             yield run
         except KeyboardInterrupt:
@@ -223,6 +323,19 @@ def _swept_keys(overrides: list[str]) -> list[str]:
     return [o.get_key_element() for o in parsed if o.is_sweep_override()]
 
 
+#: set where the sweep starts, needed where its jobs run (never credentials: they end up in the job's config)
+JOB_ENV = (PARENT_ENV, SWEEP_KEYS_ENV, "MLFLOW_TRACKING_URI", "CONVLAB_CACHE")
+
+
+def _copy_env_into_jobs(config: DictConfig) -> None:
+    """Jobs may run in other processes or machines (hydra/launcher=joblib, submitit_slurm, ray) that do not
+    inherit this environment. The launcher composes each job's config here from ``hydra.overrides.hydra``;
+    ``hydra.job.env_copy`` copies these variables into the job's ``hydra.job.env_set``, and Hydra sets them
+    around the job wherever it runs."""
+    names = dict.fromkeys([*config.hydra.job.env_copy, *(n for n in JOB_ENV if n in os.environ)])
+    config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
+
+
 class SweepParentRun(Callback):
     """Hydra callback: a multirun sweep gets one MLflow parent run; its jobs become nested children."""
 
@@ -231,7 +344,11 @@ class SweepParentRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job; the experiment name needs it now
-        _use_tracking(config)
+        try:
+            _use_tracking(config)
+        except TrackingServerUnreachable as error:  # Hydra would turn it into a warning and start the jobs
+            print(f"[convlab] {error}", file=sys.stderr)
+            raise SystemExit(1) from None
         experiment = mlflow.set_experiment(config.tracking.experiment)
         sweep_args = " ".join(config.hydra.overrides.task)
         run = MlflowClient().create_run(
@@ -243,6 +360,7 @@ class SweepParentRun(Callback):
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
         os.environ[SWEEP_KEYS_ENV] = ",".join(_swept_keys(list(config.hydra.overrides.task)))
+        _copy_env_into_jobs(config)
         atexit.register(self._end_if_open)
         print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)
 

@@ -8,6 +8,24 @@ from runner.errors import ConvlabError
 from runner.models.base import ModelSpec
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+#: ``model.run_id=latest``: the most recent FINISHED run, in any experiment, that logged a model
+LATEST = "latest"
+
+
+def _latest_model_run() -> str:
+    from mlflow.tracking import MlflowClient
+
+    from runner.tracking import MODEL_TAG
+
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{MODEL_TAG}` = 'true' and "
+                              "attributes.status = 'FINISHED'", order_by=["attributes.end_time DESC"], max_results=1)
+    if not runs:
+        raise ConvlabError("model.run_id=latest: no finished run has logged a model in this tracking store",
+                           fix="train one first (`convlab task=train`), or pass model.run_id=<id>")
+    print(f"[convlab] model.run_id=latest -> {runs[0].info.run_id}")
+    return runs[0].info.run_id
 
 
 class FromRun(ModelSpec):
@@ -19,25 +37,34 @@ class FromRun(ModelSpec):
                 "model=from_run needs exactly one of model.run_id and model.uri",
                 fix="pass model.run_id=<32-hex MLflow run id> or model.uri=runs:/<run_id>/model",
             )
-        if run_id and not RUN_ID.match(run_id):
+        if run_id and run_id != LATEST and not RUN_ID.match(run_id):
             raise ConvlabError(f"model.run_id={run_id!r} is not an MLflow run id (32 hex characters)",
-                               fix="copy the run id from the MLflow UI or `mlflow runs list`")
-        self.uri = uri or f"runs:/{run_id}/model"
+                               fix="copy the run id from the MLflow UI or `mlflow runs list`, or use latest")
+        self.uri = uri or f"runs:/{_latest_model_run() if run_id == LATEST else run_id}/model"
         self._loaded = None
 
     def _load(self):
         if self._loaded is None:
             from runner.tracking import load_keras_model
 
-            try:
-                self._loaded = load_keras_model(self.uri)
-            except ConvlabError:
-                raise
-            except Exception as error:
-                raise ConvlabError(f"cannot load a model from {self.uri}: {error}".splitlines()[0],
-                                   fix="check the run id and that the run logged a model "
-                                       "(same tracking.uri / MLFLOW_TRACKING_URI)") from error
+            self._loaded = self._reporting_errors(load_keras_model)
         return self._loaded
+
+    def weights_sha256(self) -> str:
+        from runner.fetch import sha256_file
+        from runner.tracking import download_keras_model
+
+        return sha256_file(self._reporting_errors(download_keras_model))
+
+    def _reporting_errors(self, load):
+        try:
+            return load(self.uri)
+        except ConvlabError:
+            raise
+        except Exception as error:
+            raise ConvlabError(f"cannot load a model from {self.uri}: {error}".splitlines()[0],
+                               fix="check the run id and that the run logged a model "
+                                   "(same tracking.uri / MLFLOW_TRACKING_URI)") from error
 
     @property
     def input_size(self):
