@@ -1,0 +1,110 @@
+"""Find layers by name (``block5_conv3``) or by path into nested sub-models (``vgg16/block5_conv3``),
+and build feature models that expose their outputs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runner.errors import ConvlabError
+
+if TYPE_CHECKING:
+    import keras
+
+SEPARATOR = "/"
+
+
+def layer_paths(model: "keras.Model") -> list[str]:
+    """Every layer's path in call order, descending into nested models (``vgg16/block1_conv1``)."""
+    import keras
+
+    paths: list[str] = []
+    for layer in model.layers:
+        paths.append(layer.name)
+        if isinstance(layer, keras.Model):
+            paths += [f"{layer.name}{SEPARATOR}{inner}" for inner in layer_paths(layer)]
+    return paths
+
+
+def find_layer(model: "keras.Model", path: str) -> "keras.layers.Layer":
+    """The layer at ``path``; an unknown path raises an error that lists the valid ones."""
+    current = model
+    for part in path.split(SEPARATOR):
+        try:
+            current = current.get_layer(part)
+        except (ValueError, AttributeError):
+            raise ConvlabError(
+                f"model {model.name!r} has no layer {path!r}; its layers are: {', '.join(layer_paths(model))}",
+                fix="pick one of those names (use <submodel>/<layer> for a layer inside a nested model)",
+            ) from None
+    return current
+
+
+def is_spatial(layer: "keras.layers.Layer") -> bool:
+    """True for a layer whose output is a 4-D (batch, height, width, channels) feature map."""
+    shape = getattr(layer, "output", None)
+    return shape is not None and len(layer.output.shape) == 4
+
+
+def feature_model(model: "keras.Model", paths: list[str], include_output: bool = False) -> "keras.Model":
+    """A model from ``model``'s inputs to the outputs of the layers at ``paths`` (plus the model's own
+    output last when ``include_output``), sharing ``model``'s weights. Like any Keras model it returns
+    a list for several outputs and a single array for one.
+
+    ``keras.Model(model.inputs, model.get_layer("vgg16").get_layer("block5_conv3").output)`` fails with
+    "Graph disconnected": that tensor lives in the sub-model's own graph, fed by the sub-model's Input,
+    not by the outer model's. Here the outer graph is replayed on fresh Inputs, and every nested model
+    holding a requested layer is replayed in turn on the tensor it receives, so each requested output
+    is a tensor of one connected graph.
+    """
+    import keras
+
+    for path in paths:
+        find_layer(model, path)
+    inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
+    outputs, taps = _replay(model, inputs if len(inputs) > 1 else inputs[0], list(paths))
+    missing = [path for path in paths if path not in taps]
+    if missing:
+        raise ConvlabError(f"layer(s) {', '.join(missing)} of {model.name!r} are not computed from its inputs "
+                           "(an input layer, or a branch the outputs do not use)",
+                           fix="pick a layer between the model's input and its output")
+    features = [taps[path] for path in paths]
+    return keras.Model(inputs, features + ([outputs] if include_output else []), name=f"{model.name}_features")
+
+
+def _replay(model: "keras.Model", inputs, paths: list[str]):
+    """Call ``model``'s layers on symbolic ``inputs``; returns its outputs and ``{path: output tensor}``."""
+    import keras
+
+    wanted_here = {path for path in paths if SEPARATOR not in path}
+    wanted_inside: dict[str, list[str]] = {}
+    for path in paths:
+        if SEPARATOR in path:
+            outer, inner = path.split(SEPARATOR, 1)
+            wanted_inside.setdefault(outer, []).append(inner)
+    taps = {}
+
+    def tapped(layer):
+        def call(*args, **kwargs):
+            if layer.name in wanted_inside:
+                outputs, inner_taps = _replay(layer, args[0], wanted_inside[layer.name])
+                taps.update({f"{layer.name}{SEPARATOR}{path}": tensor for path, tensor in inner_taps.items()})
+            else:
+                outputs = layer(*args, **kwargs)
+            if layer.name in wanted_here:
+                taps[layer.name] = outputs
+            return outputs
+
+        return call
+
+    if isinstance(model, keras.Sequential):
+        outputs = inputs
+        for layer in model.layers:
+            outputs = tapped(layer)(outputs)
+    elif hasattr(model, "_run_through_graph"):  # a Functional model: replay its recorded graph node by node
+        outputs = model._run_through_graph(inputs, operation_fn=tapped)
+        outputs = outputs[0] if isinstance(outputs, list) and len(outputs) == 1 else outputs
+    else:
+        raise ConvlabError(f"cannot reach the layers inside {model.name!r}: it is a subclassed model, not a "
+                           "Functional or Sequential one",
+                           fix="rebuild it with the functional API, or pick a layer outside it")
+    return outputs, taps
