@@ -1,0 +1,143 @@
+"""Training pieces shared by the tasks that fit a model (``train``, ``finetune``): optimizer and loss by
+name, the book's augmentation as Keras layers, per-epoch MLflow metrics over several phases, curves and
+parameter counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mlflow
+
+from runner import plots
+from runner.errors import ConvlabError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+CURVES = ("accuracy", "loss")
+
+
+def optimizer(name: str, learning_rate: float) -> "keras.optimizers.Optimizer":
+    """A Keras optimizer by name (``rmsprop``, ``adam``, ...) with ``learning_rate``."""
+    import keras
+
+    try:
+        return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+    except ValueError as error:
+        raise ConvlabError(f"unknown optimizer {name!r}",
+                           fix="use a keras.optimizers name: rmsprop, adam, sgd, adamw, ...") from error
+
+
+def loss_for(name: str, network: "keras.Model") -> str:
+    """``auto``: binary cross-entropy for one sigmoid output, else sparse categorical cross-entropy."""
+    if name != "auto":
+        return name
+    units = network.output_shape[-1]
+    return "binary_crossentropy" if units == 1 else "sparse_categorical_crossentropy"
+
+
+def augmentation_layers(flip: str | None, rotation: float, zoom: float, translation: float, shear: float):
+    """The book's ImageDataGenerator(rotation_range=40, width/height_shift=0.2, shear=0.2, zoom=0.2,
+    horizontal_flip=True), as Keras preprocessing layers; a factor of 0 leaves that layer out."""
+    import keras
+    from keras import layers
+
+    stack = []
+    if flip:
+        stack.append(layers.RandomFlip(flip))
+    if rotation:
+        stack.append(layers.RandomRotation(rotation))
+    if translation:
+        stack.append(layers.RandomTranslation(translation, translation))
+    if shear:
+        stack.append(layers.RandomShear(x_factor=shear, y_factor=0.0))
+    if zoom:
+        stack.append(layers.RandomZoom(zoom))
+    return keras.Sequential(stack, name="augmentation")
+
+
+def augmented(train: "tf.data.Dataset", augmenter) -> "tf.data.Dataset":
+    """``train`` with ``augmenter`` applied to every batch (in the input pipeline, not in the model)."""
+    import tensorflow as tf
+
+    return train.map(lambda images, labels: (augmenter(images, training=True), labels),
+                     num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def parameter_counts(network: "keras.Model") -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts, as ``model.summary()`` reports them."""
+    import numpy as np
+
+    def count(variables) -> int:
+        return int(sum(np.prod(variable.shape) for variable in variables))
+
+    return count(network.trainable_weights), count(network.non_trainable_weights)
+
+
+def log_parameter_counts(network: "keras.Model", phase: str) -> tuple[int, int]:
+    """Log ``<phase>_trainable_params`` and ``<phase>_non_trainable_params`` as metrics of the active run."""
+    trainable, frozen = parameter_counts(network)
+    mlflow.log_metrics({f"{phase}_trainable_params": trainable, f"{phase}_non_trainable_params": frozen})
+    print(f"[convlab] {phase}: {trainable:,} trainable, {frozen:,} non-trainable parameters")
+    return trainable, frozen
+
+
+def epoch_metrics_callback(first_epoch: int = 0, phase: str | None = None) -> "keras.callbacks.Callback":
+    """MLflow's Keras callback with the epochs of a later training phase numbered on from ``first_epoch``,
+    so the phases of one run make one curve per metric.
+
+    The first phase (``first_epoch=0``) logs the optimizer params and ``model_summary.txt`` as MLflow's
+    callback does; a later phase logs its summary as ``model_summary_<phase>.txt`` and no params (MLflow
+    refuses to change a logged param).
+    """
+    from mlflow.keras import MlflowCallback
+
+    class PhaseCallback(MlflowCallback):
+        def on_train_begin(self, logs=None):
+            if first_epoch == 0:
+                return super().on_train_begin(logs)
+            lines: list[str] = []
+            self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+            mlflow.log_text("\n".join(lines), f"model_summary_{phase or 'phase'}.txt")
+
+        def on_epoch_end(self, epoch, logs=None):
+            return super().on_epoch_end(first_epoch + epoch, logs)
+
+    return PhaseCallback(log_every_epoch=True)
+
+
+def log_curves(history: dict[str, list[float]], phase_starts: list[int] | None = None) -> None:
+    """``plots/accuracy.png`` and ``plots/loss.png`` (training vs validation per epoch), as ``train`` logs
+    them; ``phase_starts``: epochs (0-based) where a later phase began, drawn as dashed lines."""
+    for metric in CURVES:
+        if metric not in history:
+            continue
+        figure = plots.history_curve(history, metric)
+        for start in phase_starts or []:
+            figure.axes[0].axvline(start + 0.5, color="gray", linestyle="--", linewidth=1)
+        mlflow.log_figure(figure, f"plots/{metric}.png")
+
+
+def log_test_metrics(network: "keras.Model", test) -> tuple[float, float]:
+    """Evaluate on the test data and log ``test_loss`` / ``test_accuracy`` as ``train`` does.
+
+    ``test`` is a tf.data split or an ``(x, y)`` pair of arrays.
+    """
+    if isinstance(test, tuple):
+        test_loss, test_accuracy = network.evaluate(*test, verbose=0)
+    else:
+        test_loss, test_accuracy = network.evaluate(test, verbose=0)
+    mlflow.log_metrics({"test_loss": test_loss, "test_accuracy": test_accuracy})
+    print(f"[convlab] test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}")
+    return test_loss, test_accuracy
+
+
+def merge_histories(*histories: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Concatenate the per-epoch histories of consecutive training phases."""
+    merged: dict[str, list[float]] = {}
+    for history in histories:
+        for key, values in history.items():
+            merged.setdefault(key, []).extend(float(value) for value in values)
+    return merged
