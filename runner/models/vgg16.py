@@ -76,18 +76,24 @@ def with_preprocessing(base: "keras.Model", preprocessing: "keras.layers.Layer",
 
 def imagenet_weights_file(include_top: bool) -> str:
     """The Keras-cached ImageNet VGG16 weights, downloaded if missing; ConvlabError when that fails."""
+    filename, md5 = _IMAGENET_WEIGHTS[include_top]
+    return keras_cached_weights(_KERAS_WEIGHTS_URL, filename, md5, "VGG16")
+
+
+def keras_cached_weights(base_url: str, filename: str, md5: str, label: str) -> str:
+    """A keras.applications weights file from the Keras cache, downloaded if missing; offline, a
+    ConvlabError naming the offline models instead of a bare download error."""
     import keras
 
-    filename, md5 = _IMAGENET_WEIGHTS[include_top]
     try:
         # KERAS_HOME is read here rather than at keras import, so setting it later still counts
         return keras.utils.get_file(
-            filename, _KERAS_WEIGHTS_URL + filename, cache_subdir="models", file_hash=md5,
+            filename, base_url + filename, cache_subdir="models", file_hash=md5,
             cache_dir=os.environ.get("KERAS_HOME"),
         )
     except Exception as error:  # get_file raises a bare Exception for a failed download
         raise ConvlabError(
-            f"cannot get the ImageNet VGG16 weights ({filename}): {error}",
+            f"cannot get the ImageNet {label} weights ({filename}): {error}",
             fix=f"run where the network is reachable, or put {filename} into $KERAS_HOME/models "
             f"(default ~/.keras/models); offline, use {OFFLINE_ALTERNATIVES}",
         ) from error

@@ -1,0 +1,14 @@
+"""`python -m bench.visualize`: both visualization benchmarks in one run on the same machine.
+
+- filters: seconds per filter, convlab's batched ascent vs a keras.io-style per-filter tf.function loop,
+  and achieved GFLOP/s against a float32 matmul measured in the same run (bench/filters_bench.py);
+- gradcam: images/s for 32 images at 224 px on MobileNetV2, convlab's batched Grad-CAM vs the keras.io
+  per-image `make_gradcam_heatmap` loop (bench/gradcam_bench.py).
+"""
+
+import runpy
+
+if __name__ == "__main__":
+    for module in ("bench.filters_bench", "bench.gradcam_bench"):
+        print(f"== {module}")
+        runpy.run_module(module, run_name="__main__")
