@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 fetch: $(STAMP)
 	$(BIN)/python -m runner.prefetch
 
-## the embedded default job, tracked in ./mlflow.db
+## the embedded default job, tracked in ./mlflow.db: train the small convnet, visualize it, Grad-CAM MobileNetV2
 run: fetch
 	$(BIN)/convlab
+	$(BIN)/convlab task=activations model=from_run model.run_id=latest
+	$(BIN)/convlab task=filters model=from_run model.run_id=latest task.init=gray \
+	    'task.layers=[conv2d_1,conv2d_2,conv2d_3,conv2d_4]' task.num_filters=32
+	$(BIN)/convlab task=gradcam model=from_run model.run_id=latest
+	$(BIN)/convlab experiment=gradcam
 
 ## the whole test suite
 test: fetch
@@ -30,3 +35,21 @@ ui: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs/multirun outputs/train
+
+# ------------------------------------------------------------------ tracking server (docs/infrastructure.md)
+SERVER_PORT ?= 5000
+SERVER_STAMP := $(VENV)/.server-stamp
+
+.PHONY: server server-stop
+
+$(SERVER_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,server]'
+	touch $@
+
+## an MLflow tracking server on PostgreSQL at http://127.0.0.1:$(SERVER_PORT), artifacts proxied; then `convlab tracking=server`
+server: $(SERVER_STAMP)
+	CONVLAB_SERVER_PORT=$(SERVER_PORT) VENV=$(VENV) bash .ci/server.sh start
+
+## stop what `make server` started (the mlflow server by its pid; PostgreSQL if it was started for it)
+server-stop:
+	CONVLAB_SERVER_PORT=$(SERVER_PORT) VENV=$(VENV) bash .ci/server.sh stop

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
 from runner.errors import ConvlabError
@@ -333,7 +333,8 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
     ``hydra.job.env_copy`` copies these variables into the job's ``hydra.job.env_set``, and Hydra sets them
     around the job wherever it runs."""
     names = dict.fromkeys([*config.hydra.job.env_copy, *(n for n in JOB_ENV if n in os.environ)])
-    config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
+    with read_write(config.hydra.overrides.hydra):
+        config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
 
 
 class SweepParentRun(Callback):

@@ -1,0 +1,92 @@
+"""The MLflow UI as a user sees it: a gradcam run on the tracking server, opened in headless Chromium.
+
+Screenshots are kept in outputs/ui/ (CI artifacts)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.infra import convlab, report, tracking_server, unavailable
+
+pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.e2e]
+
+SCREENSHOTS = REPO / "outputs" / "ui"
+OVERLAY = "gradcam/chelsea_overlay.png"
+#: a fresh profile is added per launch; no background traffic (this machine's network is closed)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if not path:
+        unavailable("Debian's Chromium is not installed: apt-get install chromium chromium-driver")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        unavailable("Playwright's Python package is not installed: pip install -e '.[ui]'")
+    return path
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _chromium()
+    with tracking_server(tmp_path_factory.mktemp("ui-server")) as running:
+        yield running
+
+
+def test_the_mlflow_ui_shows_a_gradcam_run_its_metrics_and_overlay(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    convlab("tracking=server", "task=gradcam", "model=mobilenet_v2", "dataset=photos", cwd=tmp_path,
+            tracking_uri=server.uri)
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment = client.get_experiment_by_name("gradcam")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    top1 = run.data.metrics["top1_prob"]
+    width, height = _png_size(Path(client.download_artifacts(run.info.run_id, OVERLAY, str(tmp_path))))
+    run_url = f"{server.uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1200})
+        try:
+            page = browser.new_page()
+            page.goto(run_url, wait_until="load")
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+            metrics = page.get_by_text("top1_prob", exact=True).first
+            metrics.wait_for(timeout=30_000)
+            page.get_by_text(str(top1)[:6]).first.wait_for(timeout=30_000)  # its value, in the Metrics table
+            page.get_by_text("Finished", exact=True).first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert run.info.run_id in body
+            metrics.scroll_into_view_if_needed()  # the run page scrolls inside its own pane
+            page.screenshot(path=str(SCREENSHOTS / "gradcam_run_overview.png"))
+
+            page.goto(f"{run_url}/artifacts/{OVERLAY}", wait_until="load")
+            page.get_by_text(OVERLAY).first.wait_for(timeout=60_000)
+            # the overlay itself, decoded by the browser at its real size (not a broken-image icon)
+            page.wait_for_function(
+                "([w, h]) => [...document.images].some(i => i.complete && i.naturalWidth === w"
+                " && i.naturalHeight === h)", arg=[width, height], timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "gradcam_overlay.png"))
+        finally:
+            browser.close()
+    report(f"MLflow UI in headless Chromium: run {run.info.run_id} shows top1_prob={top1:.4f} and "
+           f"{OVERLAY} ({width}x{height}); screenshots in {SCREENSHOTS.relative_to(REPO)}/")
