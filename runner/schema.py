@@ -169,7 +169,7 @@ class FiltersConfig:
     steps: int = 40
     step_size: float = 1.0  # input pixels ([0, 255]) per step; keras.io: 1275 (its 10 in ResNet50V2's [-1, 1])
     gradient_normalization: str = "rms"  # rms (book) | l2 (keras.io), per image
-    init: str = "book"  # book: pixels 128+20u+ImageNet mean (its caffe-space start) | keras_io: 127.5*(1+(u-0.5)/4)
+    init: str = "book"  # book: pixels 128+20u+ImageNet mean (its caffe-space start) | gray: 128+20u | keras_io: 127.5*(1+(u-0.5)/4)
     loss_border: int = 0  # keras.io: 2 (activations near the border excluded from the loss)
     deprocess_std: float = 0.1  # keras.io: 0.15
     deprocess_crop: int = 0  # keras.io: 25

@@ -89,6 +89,12 @@ def _book_init(count: int, size: int, channels: int) -> np.ndarray:
     return (np.random.random((count, size, size, channels)) * 20 + 128 + mean).astype(np.float32)
 
 
+def _gray_init(count: int, size: int, channels: int) -> np.ndarray:
+    """``uniform*20 + 128`` in pixels: the book's gray image with a little noise, for models that take
+    pixels (convlab's own convnets rescale by 1/255 inside), where caffe space means nothing."""
+    return (np.random.random((count, size, size, channels)) * 20 + 128).astype(np.float32)
+
+
 def _keras_io_init(count: int, size: int, channels: int) -> np.ndarray:
     """``(uniform - 0.5) * 0.25`` in ResNet50V2's [-1, 1] input space, as pixels."""
     noise = (np.random.random((count, size, size, channels)) - 0.5) * 0.25
@@ -109,7 +115,8 @@ def _l2_normalized(grads):
     return tf.math.l2_normalize(grads, axis=[1, 2, 3])
 
 
-INITS: dict[str, Callable[[int, int, int], np.ndarray]] = {"book": _book_init, "keras_io": _keras_io_init}
+INITS: dict[str, Callable[[int, int, int], np.ndarray]] = {
+    "book": _book_init, "gray": _gray_init, "keras_io": _keras_io_init}
 NORMALIZATIONS: dict[str, Callable] = {"rms": _rms_normalized, "l2": _l2_normalized}
 
 

@@ -94,6 +94,9 @@ def test_the_book_init_is_its_caffe_start_as_pixels_and_keras_io_its_start_in_mi
     keras_io = filters._keras_io_init(2, 16, 3) / 127.5 - 1  # ResNet50V2's preprocessing
     assert -0.125 <= keras_io.min() and keras_io.max() <= 0.125
 
+    gray = filters._gray_init(2, 16, 3)  # plain-pixel models: a gray image with a little noise
+    assert 128 <= gray.min() and gray.max() <= 148 and gray.std() > 1
+
 
 # ---------------------------------------------------------------------------------------- pictures
 
