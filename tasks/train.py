@@ -40,6 +40,8 @@ def run(
     network.summary()  # MlflowCallback logs it as model_summary.txt
 
     train = dataset.split("train")
+    if steps_per_epoch:  # like the book's looping generator: an epoch is steps_per_epoch batches, not one pass
+        train = train.repeat()
     if augment:
         augmenter = training.augmentation_layers(**augmentation)
         mlflow.log_figure(plots.augmentation_grid(train, augmenter, augmentation_samples), "plots/augmentation.png")
