@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runner.data.base import ImageDataset
 from runner.errors import ConvlabError
 from runner.models.base import CropBox, ModelSpec
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ class VisualInput:
     crop: CropBox  # region of ``original`` that ``model_input`` shows
 
 
-def build_model(spec: ModelSpec, dataset) -> "keras.Model":  # noqa: F821
+def build_model(spec: ModelSpec, dataset) -> "keras.Model":
     """The model as the spec builds it on its own (pretrained, or loaded from a run); a model that needs
     a dataset's shape (small_convnet) is built for that dataset, with a warning: its weights are random."""
     try:

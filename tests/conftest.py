@@ -4,9 +4,14 @@ end-to-end tests (the real `python -m runner` in a subprocess, as a user runs it
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import mlflow
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -39,6 +44,36 @@ def compose_config(overrides: list[str] | None = None):
 
 def config_options(group: str) -> list[str]:
     return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """An MLflow store for a module's in-process task runs (the previous one restored afterwards)."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
+def start_cli(tmp_path: Path, mlflow_store: str, *args: str) -> subprocess.Popen:
+    """``python -m runner <args>`` started in the background (for tests that interrupt it)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def ctrl_c_when(proc: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    """Send SIGINT (Ctrl-C) to ``proc`` as soon as ``condition()`` holds, then wait for it to exit."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting: {what}")
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
 
 
 @pytest.fixture

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY_TRAIN, all_runs
+from tests.conftest import TINY_TRAIN, all_runs, ctrl_c_when, start_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -117,23 +111,14 @@ def test_mnist_convnet_trains_ten_way_and_a_logged_model_trains_on(run_cli, mlfl
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path, mlflow_store, mlflow_client):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
     args = [a for a in TINY_TRAIN if not a.startswith(("task.epochs", "task.steps"))] + ["task.epochs=200"]
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            runs = all_runs(mlflow_client) if (tmp_path / "mlflow.db").exists() else []
-            if runs and mlflow_client.get_metric_history(runs[0].info.run_id, "loss"):
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("training never logged a first epoch")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
+    proc = start_cli(tmp_path, mlflow_store, *args)
+
+    def first_epoch_logged() -> bool:
+        runs = all_runs(mlflow_client) if (tmp_path / "mlflow.db").exists() else []
+        return bool(runs and mlflow_client.get_metric_history(runs[0].info.run_id, "loss"))
+
+    ctrl_c_when(proc, first_epoch_logged, "training to log a first epoch")
     assert proc.returncode != 0
     [run] = all_runs(mlflow_client)
     assert run.info.status == "KILLED"

@@ -46,15 +46,6 @@ def hed() -> keras.Model:
     return VGG16Hed().build()
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    """An MLflow store for this module's in-process task runs (the previous one restored afterwards)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-    yield
-    mlflow.set_tracking_uri(previous)
-
-
 def climb(network, layer: str, indices: list[int], start: np.ndarray, steps: int):
     truncated = filters._truncated_at(network, layer, indices, start.shape[1], 0)
     ascent = filters._gradient_ascent(truncated, indices, steps, 1.0, filters._rms_normalized, 0)

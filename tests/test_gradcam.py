@@ -141,15 +141,6 @@ def chelsea_input():
     return model_input, crop
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    """An MLflow store for this module's in-process task runs (the previous one restored afterwards)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-    yield
-    mlflow.set_tracking_uri(previous)
-
-
 def run_task(spec, dataset, out: Path, **overrides) -> Path:
     """Run the task in an MLflow run; returns the local folder of its gradcam/ artifacts."""
     with mlflow.start_run() as active:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -15,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.reproduce import _hydra_value, config_hash
-from tests.conftest import REPO, TINY_TRAIN, all_runs, compose_config
+from tests.conftest import REPO, TINY_TRAIN, all_runs, compose_config, ctrl_c_when, start_cli
 
 FOLDER_TRAIN = ["dataset=folder", "dataset.image_size=48", "dataset.batch_size=4", "task.epochs=1",
                 "task.steps_per_epoch=2", "task.augment=false"]
@@ -157,22 +155,13 @@ def test_a_killed_checkpointed_run_continues_from_its_last_epoch(tmp_path, mlflo
     data = make_folder(tmp_path / "data")
     args = [*FOLDER_TRAIN, f"dataset.path={data}", "task.checkpoint=true", "task.epochs=4"]
     args = [a for a in args if a != "task.epochs=1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "task.steps_per_epoch=40"], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            runs = all_runs(mlflow_client) if (tmp_path / "mlflow.db").exists() else []
-            if runs and mlflow_client.list_artifacts(runs[0].info.run_id, "checkpoints"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no checkpoint was ever logged")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
+    proc = start_cli(tmp_path, mlflow_store, *args, "task.steps_per_epoch=40")
+
+    def checkpoint_logged() -> bool:
+        runs = all_runs(mlflow_client) if (tmp_path / "mlflow.db").exists() else []
+        return bool(runs and mlflow_client.list_artifacts(runs[0].info.run_id, "checkpoints"))
+
+    ctrl_c_when(proc, checkpoint_logged, "a first checkpoint")
     [killed] = all_runs(mlflow_client)
     assert killed.info.status == "KILLED"
     done_before = {p.step for p in mlflow_client.get_metric_history(killed.info.run_id, "loss")}
