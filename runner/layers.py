@@ -61,7 +61,8 @@ def feature_model(model: "keras.Model", paths: list[str], include_output: bool =
     for path in paths:
         find_layer(model, path)
     inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
-    outputs, taps = _replay(model, inputs if len(inputs) > 1 else inputs[0], list(paths))
+    inputs = inputs if len(inputs) > 1 else inputs[0]  # a one-element list makes Keras warn on every call
+    outputs, taps = _replay(model, inputs, list(paths))
     missing = [path for path in paths if path not in taps]
     if missing:
         raise ConvlabError(f"layer(s) {', '.join(missing)} of {model.name!r} are not computed from its inputs "
