@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -290,7 +292,7 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
             mlflow.set_tag("mlflow.parentRunId", parent_id)
     else:
         started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg), parent_run_id=parent_id)
-    with started as run:
+    with started as run, _ctrl_c_noted():
         try:
             if not resume_run_id:
                 mlflow.log_params(job_params(cfg))
@@ -304,12 +306,36 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
             mlflow.end_run("KILLED")
             raise
         except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
+            if _interrupted:  # Ctrl-C that surfaced as another exception (e.g. from inside a TF op)
+                mlflow.set_tag(REASON_TAG, "interrupted (Ctrl-C)")
+                mlflow.end_run("KILLED")
+                raise KeyboardInterrupt from error
             reason = failure_reason(error)
             _failed_jobs.append(reason)
             mlflow.set_tag(REASON_TAG, reason)
             mlflow.log_text("".join(traceback.format_exception(error)), "error/traceback.txt")
             mlflow.end_run("FAILED")
             print(f"[convlab] run {run.info.run_id} FAILED: {_user_message(error)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _ctrl_c_noted() -> Iterator[None]:
+    """Note a Ctrl-C before Python raises KeyboardInterrupt for it: a library may turn that exception into
+    another one on its way up, and the run must still end KILLED, not FAILED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note_then_interrupt(signum, frame):
+        global _interrupted
+        _interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, note_then_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------------------ sweep parents
