@@ -322,8 +322,8 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
 def _ctrl_c_noted() -> Iterator[None]:
     """Note a Ctrl-C before Python raises KeyboardInterrupt for it: a library may turn that exception into
     another one on its way up, and the run must still end KILLED, not FAILED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # a background job (`nohup convlab &`) that ignores Ctrl-C keeps ignoring it
         return
 
     def note_then_interrupt(signum, frame):

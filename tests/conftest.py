@@ -56,10 +56,15 @@ def tracking(tmp_path_factory):
 
 
 def start_cli(tmp_path: Path, mlflow_store: str, *args: str) -> subprocess.Popen:
-    """``python -m runner <args>`` started in the background (for tests that interrupt it)."""
+    """``python -m runner <args>`` started in the background (for tests that interrupt it).
+
+    SIGINT is reset to its default in the child: run from a non-interactive shell's background job (as CI
+    may be), it would inherit SIGINT *ignored*, and a Ctrl-C could not be simulated.
+    """
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def ctrl_c_when(proc: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
