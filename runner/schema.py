@@ -137,11 +137,11 @@ class TrainConfig:
     _partial_: bool = True
     epochs: int = 15
     optimizer: str = "rmsprop"
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     loss: str = "auto"
     augment: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: Optional[int] = 100
     augmentation_samples: int = 9
     checkpoint: bool = False  # save the model after every epoch, so `resume=true` continues a killed run
 
