@@ -27,8 +27,6 @@ def run(
     augmentation_samples: int,
     checkpoint: bool = False,
 ) -> None:
-    from mlflow.keras import MlflowCallback
-
     resumed = load_checkpoint() if checkpoint else None
     if resumed:
         network, last_epoch = resumed
@@ -37,7 +35,7 @@ def run(
         network, last_epoch = model.build(dataset.input_shape, dataset.num_classes), -1
         network.compile(optimizer=training.optimizer(optimizer, learning_rate),
                         loss=training.loss_for(loss, network), metrics=["accuracy"])
-    network.summary()  # MlflowCallback logs it as model_summary.txt
+    network.summary()  # the epoch-metrics callback logs it as model_summary.txt
 
     train = dataset.split("train")
     if steps_per_epoch:  # like the book's looping generator: an epoch is steps_per_epoch batches, not one pass
@@ -53,7 +51,7 @@ def run(
         epochs=epochs,
         initial_epoch=last_epoch + 1,
         steps_per_epoch=steps_per_epoch,
-        callbacks=[MlflowCallback(log_every_epoch=True)] + ([CheckpointEveryEpoch()] if checkpoint else []),
+        callbacks=[training.epoch_metrics_callback()] + ([CheckpointEveryEpoch()] if checkpoint else []),
         verbose=2,
     )
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
@@ -73,6 +71,6 @@ def _logged_history(metrics: list[str]) -> dict[str, list[float]]:
     """Per-epoch values of ``metrics`` as the active run recorded them, in step order."""
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
-    mlflow.flush_async_logging()  # MlflowCallback logs asynchronously
+    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
     return {metric: [point.value for point in sorted(client.get_metric_history(run_id, metric), key=lambda p: p.step)]
             for metric in metrics}
