@@ -122,13 +122,14 @@ class PhotosConfig:
 
 @dataclass
 class AugmentationConfig:
-    """The book's ImageDataGenerator settings, as Keras preprocessing layers (factors are fractions)."""
+    """The book's ImageDataGenerator settings, as Keras preprocessing layers (in Keras units)."""
 
     flip: Optional[str] = "horizontal"
-    rotation: float = 0.111  # 40 degrees
+    rotation: float = 0.111  # fraction of a full turn: 40 degrees
     zoom: float = 0.2
     translation: float = 0.2
-    shear: float = 0.2
+    shear: float = 0.0035  # tan(shear angle): the book's shear_range=0.2 is 0.2 degrees
+    fill_mode: str = "nearest"  # nearest | reflect | wrap | constant
 
 
 @dataclass

@@ -38,9 +38,13 @@ def loss_for(name: str, network: "keras.Model") -> str:
     return "binary_crossentropy" if units == 1 else "sparse_categorical_crossentropy"
 
 
-def augmentation_layers(flip: str | None, rotation: float, zoom: float, translation: float, shear: float):
-    """The book's ImageDataGenerator(rotation_range=40, width/height_shift=0.2, shear=0.2, zoom=0.2,
-    horizontal_flip=True), as Keras preprocessing layers; a factor of 0 leaves that layer out."""
+def augmentation_layers(flip: str | None, rotation: float, zoom: float, translation: float, shear: float,
+                        fill_mode: str = "nearest"):
+    """The book's ImageDataGenerator(rotation_range=40, width/height_shift_range=0.2, shear_range=0.2,
+    zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") as Keras preprocessing layers, in their
+    units: ``rotation`` a fraction of a full turn, ``shear`` the tangent of the shear angle (the book's
+    0.2 is in degrees: tan 0.2° = 0.0035, not the Keras factor 0.2, which shears 11°). A factor of 0
+    leaves that layer out."""
     import keras
     from keras import layers
 
@@ -48,13 +52,13 @@ def augmentation_layers(flip: str | None, rotation: float, zoom: float, translat
     if flip:
         stack.append(layers.RandomFlip(flip))
     if rotation:
-        stack.append(layers.RandomRotation(rotation))
+        stack.append(layers.RandomRotation(rotation, fill_mode=fill_mode))
     if translation:
-        stack.append(layers.RandomTranslation(translation, translation))
+        stack.append(layers.RandomTranslation(translation, translation, fill_mode=fill_mode))
     if shear:
-        stack.append(layers.RandomShear(x_factor=shear, y_factor=0.0))
+        stack.append(layers.RandomShear(x_factor=shear, y_factor=0.0, fill_mode=fill_mode))
     if zoom:
-        stack.append(layers.RandomZoom(zoom))
+        stack.append(layers.RandomZoom(zoom, fill_mode=fill_mode))
     return keras.Sequential(stack, name="augmentation")
 
 
