@@ -3,6 +3,7 @@ and build feature models that expose their outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from runner.errors import ConvlabError
@@ -45,10 +46,12 @@ def is_spatial(layer: "keras.layers.Layer") -> bool:
     return shape is not None and len(layer.output.shape) == 4
 
 
-def feature_model(model: "keras.Model", paths: list[str], include_output: bool = False) -> "keras.Model":
+def feature_model(model: "keras.Model", paths: list[str], include_output: bool = False,
+                  replace: Mapping[str, "keras.layers.Layer"] | None = None) -> "keras.Model":
     """A model from ``model``'s inputs to the outputs of the layers at ``paths`` (plus the model's own
     output last when ``include_output``), sharing ``model``'s weights. Like any Keras model it returns
-    a list for several outputs and a single array for one.
+    a list for several outputs and a single array for one. ``replace`` maps some of ``paths`` to layers
+    whose output is tapped instead (called on the same inputs), e.g. a convolution computing fewer channels.
 
     ``keras.Model(model.inputs, model.get_layer("vgg16").get_layer("block5_conv3").output)`` fails with
     "Graph disconnected": that tensor lives in the sub-model's own graph, fed by the sub-model's Input,
@@ -62,7 +65,7 @@ def feature_model(model: "keras.Model", paths: list[str], include_output: bool =
         find_layer(model, path)
     inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
     inputs = inputs if len(inputs) > 1 else inputs[0]  # a one-element list makes Keras warn on every call
-    outputs, taps = _replay(model, inputs, list(paths))
+    outputs, taps = _replay(model, inputs, list(paths), dict(replace or {}))
     missing = [path for path in paths if path not in taps]
     if missing:
         raise ConvlabError(f"layer(s) {', '.join(missing)} of {model.name!r} are not computed from its inputs "
@@ -72,27 +75,37 @@ def feature_model(model: "keras.Model", paths: list[str], include_output: bool =
     return keras.Model(inputs, features + ([outputs] if include_output else []), name=f"{model.name}_features")
 
 
-def _replay(model: "keras.Model", inputs, paths: list[str]):
-    """Call ``model``'s layers on symbolic ``inputs``; returns its outputs and ``{path: output tensor}``."""
+def _replay(model: "keras.Model", inputs, paths: list[str], replace: dict[str, "keras.layers.Layer"]):
+    """Call ``model``'s layers on symbolic ``inputs``; returns its outputs and ``{path: output tensor}``
+    (for a path in ``replace``, the output of its replacement)."""
     import keras
 
     wanted_here = {path for path in paths if SEPARATOR not in path}
     wanted_inside: dict[str, list[str]] = {}
+    replace_inside: dict[str, dict[str, keras.layers.Layer]] = {}
     for path in paths:
         if SEPARATOR in path:
             outer, inner = path.split(SEPARATOR, 1)
             wanted_inside.setdefault(outer, []).append(inner)
+    for path, layer in replace.items():
+        if SEPARATOR in path:
+            outer, inner = path.split(SEPARATOR, 1)
+            replace_inside.setdefault(outer, {})[inner] = layer
+            wanted_inside.setdefault(outer, [])
     taps = {}
 
     def tapped(layer):
         def call(*args, **kwargs):
             if layer.name in wanted_inside:
-                outputs, inner_taps = _replay(layer, args[0], wanted_inside[layer.name])
+                outputs, inner_taps = _replay(layer, args[0], wanted_inside[layer.name],
+                                              replace_inside.get(layer.name, {}))
                 taps.update({f"{layer.name}{SEPARATOR}{path}": tensor for path, tensor in inner_taps.items()})
             else:
                 outputs = layer(*args, **kwargs)
             if layer.name in wanted_here:
-                taps[layer.name] = outputs
+                # a replacement feeds only the tap: the layers after it still get what they expect (and the
+                # feature model, built from the inputs to the taps, leaves out whatever the taps do not use)
+                taps[layer.name] = replace[layer.name](*args, **kwargs) if layer.name in replace else outputs
             return outputs
 
         return call

@@ -48,7 +48,7 @@ def hed() -> keras.Model:
 
 def climb(network, layer: str, indices: list[int], start: np.ndarray, steps: int):
     truncated = filters._truncated_at(network, layer, indices, start.shape[1], 0)
-    ascent = filters._gradient_ascent(truncated, indices, steps, 1.0, filters._rms_normalized, 0)
+    ascent = filters._gradient_ascent(truncated, steps, 1.0, filters._rms_normalized, 0)
     return tuple(tensor.numpy() for tensor in ascent(start))
 
 
@@ -74,6 +74,25 @@ def test_each_image_of_a_batch_climbs_as_if_its_filter_were_alone(hed):
     assert np.abs(batch_images[1] - start[1]).max() > 1.0
     np.testing.assert_allclose(batch_images[1], alone_images[0], rtol=1e-5)
     np.testing.assert_allclose(batch_losses[1], alone_losses[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer, convolution_computes", [("block2_conv1", 3), ("block2_pool", None)])
+def test_the_truncated_model_gives_the_requested_channels_in_order(hed, layer, convolution_computes):
+    """A Conv2D target computes only the requested channels; any other layer is computed whole and its
+    channels taken. Either way channel i is the i-th requested filter of the full layer."""
+    requested = [100, 3, 57]
+    truncated = filters._truncated_at(hed, layer, requested, 32, 0)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    full = keras.Model(hed.inputs, hed.get_layer(layer).output).predict(images, verbose=0)
+
+    np.testing.assert_allclose(truncated.predict(images, verbose=0), full[..., requested], rtol=1e-4, atol=1e-3)
+    computed = {lay.name: lay.filters for lay in truncated.layers if isinstance(lay, keras.layers.Conv2D)}
+    if convolution_computes:
+        assert computed[layer] == convolution_computes  # and the whole block2_conv1 is not in the model
+        assert computed.keys() == {"preprocess_bgr_mean", "block1_conv1", "block1_conv2", "block2_conv1"}
+    else:
+        assert computed == {name: hed.get_layer(name).filters for name in computed}  # every conv whole
+        assert computed.keys() == {"preprocess_bgr_mean", "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"}
 
 
 def test_the_book_init_is_its_caffe_start_as_pixels_and_keras_io_its_start_in_minus_one_one_space():
