@@ -8,10 +8,17 @@ them), timed two ways after tracing:
   filter index is a tensor, so it traces once where keras.io's Python int retraces for every filter);
   timed on ``baseline_filters`` filters and reported per filter.
 
-Achieved GFLOP/s counts the convolutions' FLOPs: forward + input gradient = 2x forward. The ascent
-needs no weight gradients and computes none (the tape watches only the image), so the usual 3x
-training estimate would overstate the work by 1.5x. The roofline is the better of a 4096^2 float32
-matmul in TensorFlow and in NumPy, timed in turn with the ascent for every layer (best of all).
+Achieved GFLOP/s counts the FLOPs of the convolutions the ascent runs: forward + input gradient = 2x
+forward. The ascent needs no weight gradients and computes none (the tape watches only the image), so the
+usual 3x training estimate would overstate the work by 1.5x; and the target layer computes only the
+requested channels (tasks.filters._truncated_at), so the skipped ones are not counted either. The
+roofline is the better of a 4096^2 float32 matmul in TensorFlow and in NumPy, timed in turn with the
+ascent for every layer (best of all).
+
+A third timing, "convolutions alone", runs just those convolutions (forward with bias + ReLU, and the
+input gradient) the same number of times on random tensors of the same shapes: the speed TensorFlow's
+convolution kernels give these shapes on this CPU, which no scheme keeping the same convolutions beats.
+The per-filter baseline runs the network cut at the layer with all its channels, as keras.io does.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
     The CPUs are shared, so the three measurements alternate ``repeats`` times and each keeps its best.
     """
     from runner.models.vgg16 import VGG16
+    from runner.layers import feature_model
     from tasks.filters import _book_init, _gradient_ascent, _rms_normalized, _truncated_at
 
     network = VGG16(weights=None, include_top=False).build((size, size, 3))
@@ -41,10 +49,12 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
     for layer in layers:
         indices = list(range(filters))
         truncated = _truncated_at(network, layer, indices, size, 0)
-        climb = _gradient_ascent(truncated, indices, steps, 1.0, _rms_normalized, 0)
+        climb = _gradient_ascent(truncated, steps, 1.0, _rms_normalized, 0)
+        whole = feature_model(network, [layer])  # the per-filter loop cuts the network as keras.io does
         start = _book_init(filters, size, 3)
         timers = {"batched": lambda: climb(start)[0].numpy(),
-                  "per_filter": _per_filter_loop(truncated, baseline_filters, steps, size), **matmul}
+                  "per_filter": _per_filter_loop(whole, baseline_filters, steps, size),
+                  "convolutions_alone": _convolutions_alone(truncated, filters, steps), **matmul}
         seconds = _best_seconds_alternating(timers, repeats)
         best = {lib: min(best[lib], seconds[lib]) for lib in matmul}
         batched, per_filter = seconds["batched"] / filters, seconds["per_filter"] / baseline_filters
@@ -55,11 +65,14 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
             "speedup": per_filter / batched,
             "batched_gflops": flops_per_filter / batched / 1e9,
             "per_filter_gflops": flops_per_filter / per_filter / 1e9,
+            "convolutions_alone_gflops": flops_per_filter * filters / seconds["convolutions_alone"] / 1e9,
         }
     results["matmul_gflops"] = {lib: 2 * MATMUL_SIDE**3 / seconds / 1e9 for lib, seconds in best.items()}
     results["roofline_gflops"] = roofline = max(results["matmul_gflops"].values())
     for numbers in results["layers"].values():
         numbers["roofline_fraction"] = numbers["batched_gflops"] / roofline
+        numbers["convolutions_alone_fraction"] = numbers["convolutions_alone_gflops"] / roofline
+        numbers["share_of_convolutions_alone"] = numbers["batched_gflops"] / numbers["convolutions_alone_gflops"]
     results["load_average_after"] = os.getloadavg()
     return results
 
@@ -103,6 +116,34 @@ def _per_filter_loop(truncated, count: int, steps: int, size: int) -> Callable[[
     return loop
 
 
+def _convolutions_alone(model, batch: int, steps: int) -> Callable[[], None]:
+    """The ascent's convolutions and nothing else, ``steps`` times: each Conv2D of ``model`` forward
+    (with its bias and ReLU, which TensorFlow fuses into the convolution) and its input gradient, on
+    random tensors of the shapes the ascent uses, in one tf.function. What TensorFlow's convolution
+    kernels alone take for the ascent's FLOPs: no scheme that keeps these convolutions can beat it."""
+    import keras
+    import tensorflow as tf
+
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]  # as _forward_conv_flops
+    shapes = [((batch, *layer.input.shape[1:]), (batch, *layer.output.shape[1:])) for layer in convs]
+    tensors = [(tf.random.normal(x), tf.random.normal(y)) for x, y in shapes]
+
+    @tf.function
+    def run() -> tf.Tensor:
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            for layer, (x, grad) in zip(convs, tensors):
+                strides, padding = [1, *layer.strides, 1], layer.padding.upper()
+                y = tf.nn.conv2d(x, layer.kernel, strides, padding)
+                y = tf.nn.relu(y if layer.bias is None else tf.nn.bias_add(y, layer.bias))
+                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=layer.kernel, out_backprop=grad,
+                                                    strides=strides, padding=padding)
+                total += y[0, 0, 0, 0] + dx[0, 0, 0, 0]
+        return total
+
+    return lambda: run().numpy()
+
+
 def _forward_conv_flops(model) -> int:
     """FLOPs (2 per multiply-add) of one image through every Conv2D of ``model``."""
     import keras
@@ -134,11 +175,13 @@ def _print_table(results: dict) -> None:
     print(f"roofline: float32 {MATMUL_SIDE}^2 matmul "
           + ", ".join(f"{lib} {gflops:.1f}" for lib, gflops in results["matmul_gflops"].items()) + " GFLOP/s")
     print(f"{'layer':<14}{'batched s/filter':>18}{'per-filter s/filter':>21}{'speedup':>9}"
-          f"{'batched GFLOP/s':>17}{'per-filter GFLOP/s':>20}{'of roofline':>13}")
+          f"{'batched GFLOP/s':>17}{'per-filter GFLOP/s':>20}{'of roofline':>13}"
+          f"{'convs alone GFLOP/s':>21}{'(of roofline)':>15}{'batched/convs alone':>21}")
     for layer, n in results["layers"].items():
         print(f"{layer:<14}{n['batched_s_per_filter']:>18.4f}{n['per_filter_s_per_filter']:>21.4f}"
               f"{n['speedup']:>8.1f}x{n['batched_gflops']:>17.1f}{n['per_filter_gflops']:>20.1f}"
-              f"{n['roofline_fraction']:>13.2f}")
+              f"{n['roofline_fraction']:>13.2f}{n['convolutions_alone_gflops']:>21.1f}"
+              f"{n['convolutions_alone_fraction']:>15.2f}{n['share_of_convolutions_alone']:>21.2f}")
 
 
 if __name__ == "__main__":
