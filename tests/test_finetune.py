@@ -261,8 +261,8 @@ def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, m
     assert {"plots/augmentation.png", "plots/accuracy.png", "model/model.keras"} <= \
         _artifacts(mlflow_client, frozen.info.run_id)
 
-    # finetune: the head phase, then the base unfrozen from block_16_expand; one curve over both
-    assert tuned.data.tags["finetune.unfreeze_from"] == "block_16_expand"
+    # finetune: the head phase, then the base unfrozen from block_14_expand; one curve over both
+    assert tuned.data.tags["finetune.unfreeze_from"] == "block_14_expand"
     metrics = tuned.data.metrics
     assert metrics["head_trainable_params"] == HEAD_PARAMS
     assert metrics["finetune_trainable_params"] > HEAD_PARAMS
@@ -275,19 +275,19 @@ def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, m
     model, _ = _load_model(mlflow_store, tuned.info.run_id)
     base = model.get_layer("mobilenet_v2")
     assert isinstance(base, keras.Model)
-    start = [layer.name for layer in base.layers].index("block_16_expand")
+    start = [layer.name for layer in base.layers].index("block_14_expand")
     weighted = [(i, layer.trainable) for i, layer in enumerate(base.layers) if layer.weights]
     assert all(trainable == (i >= start) for i, trainable in weighted)
 
     # fine-tuning the frozen run's classifier (model=from_run): its head is trained, only phase 2 runs
     run_cli(*_tiny(cache_dir), "task.mode=finetune", "model=from_run", f"model.run_id={frozen.info.run_id}",
-            "task.unfreeze_from=mobilenet_v2/block_15_expand", "task.augment=false")
+            "task.unfreeze_from=mobilenet_v2/block_13_expand", "task.augment=false")
     later = _latest(mlflow_client)
     assert later.info.status == "FINISHED"
     assert later.data.tags["finetune.head_phase"].startswith("skipped")
-    assert later.data.tags["finetune.unfreeze_from"] == "block_15_expand"
+    assert later.data.tags["finetune.unfreeze_from"] == "block_13_expand"
     assert "head_trainable_params" not in later.data.metrics
     assert later.data.metrics["finetune_trainable_params"] > metrics["finetune_trainable_params"]
     assert [p.step for p in mlflow_client.get_metric_history(later.info.run_id, "loss")] == [0]
     model, _ = _load_model(mlflow_store, later.info.run_id)
-    assert model.get_layer("mobilenet_v2").get_layer("block_15_expand").trainable
+    assert model.get_layer("mobilenet_v2").get_layer("block_13_expand").trainable
