@@ -46,29 +46,30 @@ def _check_sweep(mlflow_client, tmp_path: Path, launcher: str) -> list[dict]:
     where = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs" / "multirun").rglob("where.json"))]
     assert len(where) == 2, f"{launcher}: the probe ran {len(where)} times"
     assert {w["parent_run_env"] for w in where} == {parent.info.run_id}
+    assert len({w["pid"] for w in where}) == 2, f"{launcher}: the two jobs did not run in two processes"
+    assert not any(w["tensorflow_loaded"] for w in where), "a job started in a process that already ran TensorFlow"
     return where
+
+
+def _timed_sweep(run_cli, mlflow_client, tmp_path: Path, launcher: str, *settings: str) -> tuple[float, list[dict]]:
+    """Run the probe sweep with ``hydra/launcher=<launcher>``; its wall time and where the jobs ran."""
+    started = time.monotonic()
+    run_cli("-m", f"hydra/launcher={launcher}", *settings, PROBE, *SWEEP)
+    seconds = time.monotonic() - started
+    return seconds, _check_sweep(mlflow_client, tmp_path, launcher)
 
 
 def test_joblib_runs_each_job_in_its_own_process(run_cli, mlflow_client, tmp_path):
     _require_plugin("hydra_plugins.hydra_joblib_launcher")
-    started = time.monotonic()
-    run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", PROBE, *SWEEP)
-    seconds = time.monotonic() - started
-    where = _check_sweep(mlflow_client, tmp_path, "joblib")
+    seconds, where = _timed_sweep(run_cli, mlflow_client, tmp_path, "joblib", "hydra.launcher.n_jobs=2")
     pids = {w["pid"] for w in where}
-    assert len(pids) == 2 and os.getpid() not in pids
-    assert not any(w["tensorflow_loaded"] for w in where), "a job started in a process that already ran TensorFlow"
+    assert os.getpid() not in pids
     report(f"hydra/launcher=joblib, 2-job sweep, n_jobs=2: {seconds:.1f} s, job pids {sorted(pids)}")
 
 
 def test_submitit_local_runs_the_sweep_as_separate_jobs(run_cli, mlflow_client, tmp_path):
     _require_plugin("hydra_plugins.hydra_submitit_launcher")
-    started = time.monotonic()
-    run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15", PROBE, *SWEEP)
-    seconds = time.monotonic() - started
-    where = _check_sweep(mlflow_client, tmp_path, "submitit_local")
-    assert len({w["pid"] for w in where}) == 2
-    assert not any(w["tensorflow_loaded"] for w in where)
+    seconds, _ = _timed_sweep(run_cli, mlflow_client, tmp_path, "submitit_local", "hydra.launcher.timeout_min=15")
     assert list((tmp_path / "outputs" / "multirun").rglob(".submitit"))  # submitit's own job folders
     report(f"hydra/launcher=submitit_local, 2-job sweep: {seconds:.1f} s")
 
@@ -144,9 +145,7 @@ def test_ray_runs_the_sweep_on_a_local_ray_cluster(ray_cluster, mlflow_store, ml
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"Connecting to existing Ray cluster at address: {env['RAY_ADDRESS']}" in proc.stderr + proc.stdout
-    where = _check_sweep(mlflow_client, tmp_path, "ray")
-    assert len({w["pid"] for w in where}) == 2  # two Ray worker processes, not this one nor the CLI
-    assert not any(w["tensorflow_loaded"] for w in where)
+    _check_sweep(mlflow_client, tmp_path, "ray")  # two Ray worker processes, neither with TensorFlow loaded
     addresses = _listening(head)
     assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), addresses
     report(f"hydra/launcher=ray_cluster on `ray start --head` (127.0.0.1), 2-job sweep: {seconds:.1f} s; "
