@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import reproduce, tracking
+from runner import reproduce, tracking, validation
 from runner.schema import register_configs
 
 register_configs()
@@ -32,6 +32,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run_job(cfg: DictConfig) -> None:
     """Build the model spec, dataset and task from the config and run the task, tracked in MLflow."""
+    validation.check_config(cfg)  # before any run exists: a typo costs a second, not a FAILED run
     job_hash = reproduce.config_hash(cfg)
     resume_run_id = None
     if cfg.resume:
@@ -47,6 +48,7 @@ def run_job(cfg: DictConfig) -> None:
         seed_everything(cfg.seed, cfg.deterministic)
         model = instantiate(cfg.model)
         dataset = instantiate(cfg.dataset)
+        _log_skipped_files(dataset)
         inputs = reproduce.input_hashes(model, dataset)
         mlflow.set_tags(inputs)
         if cfg.rerun_of:
@@ -54,6 +56,16 @@ def run_job(cfg: DictConfig) -> None:
             reproduce.compare_with_original(cfg.rerun_of, current, cfg.strict)
         task = instantiate(cfg.task)
         task(model=model, dataset=dataset)
+
+
+def _log_skipped_files(dataset) -> None:
+    """bad_files=skip: how many files the dataset left out (metric) and which, with why (text artifact)."""
+    skipped = getattr(dataset, "skipped_files", None)
+    if skipped is None:
+        return
+    mlflow.log_metric("data.skipped_files", len(skipped))
+    if skipped:
+        mlflow.log_text("".join(f"{path}\t{problem}\n" for path, problem in skipped), "data/skipped_files.tsv")
 
 
 def _skip(finished_run_id: str) -> None:
@@ -66,7 +78,11 @@ def _skip(finished_run_id: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    run_job(cfg)
+    try:
+        run_job(cfg)
+    except validation.ConfigError as error:  # no run exists yet: the message alone, not Hydra's job report
+        print(error, file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main() -> None:

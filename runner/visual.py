@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runner.data.base import ImageDataset
+from runner.data.images import warn_small
 from runner.errors import ConvlabError
 from runner.models.base import CropBox, ModelSpec
 
@@ -50,6 +51,7 @@ def load_inputs(spec: ModelSpec, model, dataset, count: int, split: str) -> list
     else:
         raise ConvlabError(f"dataset {type(dataset).__name__} gives no images to visualize",
                            fix="use dataset=photos or an image dataset with splits")
+    warn_small([(name, image.shape[:2]) for name, image in photos], (height, width), f"{model.name}'s input")
     inputs = []
     for name, image in photos:
         image = _match_channels(image, channels)

@@ -51,13 +51,14 @@ from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
 from runner.models.base import ModelSpec
+from runner.schema import FinetuneMode, Pooling
 from runner.tracking import log_keras_model
 
 if TYPE_CHECKING:
     import keras
 
-MODES = ("features", "frozen", "finetune")
-POOLINGS = ("flatten", "avg")
+MODES = tuple(FinetuneMode)
+POOLINGS = tuple(Pooling)
 #: where ``task.unfreeze_from=null`` unfreezes, per base: the book's block5_conv1 for VGG16, the first
 #: whole block of the last resolution stage for the others (7x7 at 224 px), as block5 is VGG16's. For
 #: MobileNetV2 that is block_14_expand (blocks 14-16 and Conv_1): 0.892 test here where block_16_expand

@@ -91,7 +91,7 @@ def test_config_validation_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from tests.conftest import compose_config; compose_config(['task.epochs=3']); "
-            "print('tensorflow' in sys.modules)")
+    code = ("import sys; from tests.conftest import compose_config; from runner.validation import check_config; "
+            "check_config(compose_config(['task.epochs=3'])); print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

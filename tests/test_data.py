@@ -235,5 +235,83 @@ def test_photos_user_files(tmp_path):
 def test_photos_unreadable_file(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_text("hello")
-    with pytest.raises(ConvlabError, match="broken.jpg cannot be read"):
+    with pytest.raises(ConvlabError, match="broken.jpg: not an image"):
         Photos(paths=[str(broken)])
+
+
+# ---------------------------------------------------------------- one policy for bad and odd image files
+
+
+def _jpeg_corrupt_mid_file(path: Path) -> Path:
+    """The first half of a JPEG's data, then its end marker: libjpeg says "premature end of data segment"
+    and fills the rest with gray; PIL, OpenCV and TensorFlow all decode it without an error."""
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg.tobytes()[: len(jpeg) // 2] + b"\xff\xd9")
+    return path
+
+
+def test_a_folder_with_one_class_fails_naming_it(tmp_path):
+    root = _make_folder(tmp_path)
+    for split in ("train", "validation", "test"):
+        for png in (root / split / "dogs").iterdir():
+            png.unlink()
+        (root / split / "dogs").rmdir()
+    with pytest.raises(ConvlabError, match=r"1 class folder \(cats\) in each split: a classifier needs at least 2"):
+        Folder(str(root))
+
+
+def test_a_jpeg_corrupt_mid_file_fails_folder_and_photos_alike(tmp_path):
+    assert cv2.imdecode(np.fromfile(_jpeg_corrupt_mid_file(tmp_path / "probe.jpg"), np.uint8), 1) is not None
+    root = _make_folder(tmp_path / "data")
+    corrupt = _jpeg_corrupt_mid_file(root / "train" / "cats" / "half.jpg")
+    with pytest.raises(ConvlabError, match=r"half\.jpg: corrupt JPEG data \(Corrupt JPEG data: premature end"):
+        Folder(str(root))
+    with pytest.raises(ConvlabError, match=r"half\.jpg: corrupt JPEG data"):
+        Photos(names=[], paths=[str(corrupt)])
+
+
+def test_bad_files_skip_leaves_the_corrupt_jpeg_out_of_both_and_lists_it(tmp_path):
+    root = _make_folder(tmp_path / "data")
+    corrupt = _jpeg_corrupt_mid_file(root / "train" / "cats" / "half.jpg")
+    folder = Folder(str(root), bad_files="skip")
+    assert [path for path, _ in folder.skipped_files] == [corrupt]
+    assert corrupt not in [path for path, _ in folder.files["train"]]
+    good = root / "train" / "dogs" / "0.png"
+    photos = Photos(names=[], paths=[str(corrupt), str(good)], bad_files="skip")
+    assert [name for name, _ in photos.images()] == ["0"]
+    assert [(path, problem.split(" (")[0]) for path, problem in photos.skipped_files] == [(corrupt, "corrupt JPEG data")]
+
+
+def test_a_photo_path_that_is_a_directory_says_so(tmp_path):
+    with pytest.raises(ConvlabError, match=rf"(?s)photo {tmp_path} is a directory.*dataset.folder={tmp_path}"):
+        Photos(names=[], paths=[str(tmp_path)])
+
+
+def test_far_too_small_images_are_used_with_a_warning_naming_their_size(tmp_path, caplog):
+    root = _make_folder(tmp_path, per_class=1)
+    cv2.imwrite(str(root / "test" / "cats" / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        Folder(str(root), image_size=16)
+    assert "far smaller than dataset.image_size (16x16 px)" in caplog.text
+    assert "dot.png (1x1 px)" in caplog.text and "0.png" not in caplog.text  # 6 px is within 4x of 16
+
+
+def test_an_alpha_photo_is_composited_over_white_with_a_warning(tmp_path, caplog):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (0, 0, 255, 255)  # opaque red (BGRA)
+    rgba[1, 1] = (0, 0, 255, 0)  # fully transparent red
+    path = tmp_path / "logo.png"
+    cv2.imwrite(str(path), rgba)
+    with caplog.at_level(logging.WARNING):
+        [(_, image)] = Photos(names=[], paths=[str(path)]).images()
+    assert image[0, 0].tolist() == [255, 0, 0] and image[1, 1].tolist() == [255, 255, 255]
+    assert "alpha channel: composited over white" in caplog.text
+
+
+def test_alpha_images_in_a_folder_are_noted_with_what_is_done(tmp_path, caplog):
+    root = _make_folder(tmp_path, per_class=1)
+    cv2.imwrite(str(root / "train" / "cats" / "logo.png"), np.zeros((6, 6, 4), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        Folder(str(root), image_size=8)
+    assert "1 image(s) have an alpha channel, which is dropped" in caplog.text and "logo.png" in caplog.text

