@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import keras
 
 SEPARATOR = "/"
+#: a model with more layers than this gets the closest names in the message; all of them go to the traceback
+LISTED_LAYERS = 20
 
 
 def layer_paths(model: "keras.Model") -> list[str]:
@@ -33,10 +35,9 @@ def find_layer(model: "keras.Model", path: str) -> "keras.layers.Layer":
         try:
             current = current.get_layer(part)
         except (ValueError, AttributeError):
-            raise ConvlabError(
-                f"model {model.name!r} has no layer {path!r}; its layers are: {', '.join(layer_paths(model))}",
-                fix="pick one of those names (use <submodel>/<layer> for a layer inside a nested model)",
-            ) from None
+            raise unknown_layer(f"model {model.name!r} has no layer {path!r}", path, layer_paths(model),
+                                fix="pick one of those names (use <submodel>/<layer> for a layer inside a nested "
+                                    "model)") from None
     return current
 
 
@@ -122,3 +123,22 @@ def _replay(model: "keras.Model", inputs, paths: list[str], replace: dict[str, "
                            "Functional or Sequential one",
                            fix="rebuild it with the functional API, or pick a layer outside it")
     return outputs, taps
+
+
+def unknown_layer(what: str, path: str, candidates: list[str], fix: str, kind: str = "layers") -> ConvlabError:
+    """The error for a layer name that is not among ``candidates``: ``what`` then all of them when they are
+    few, else the closest (difflib) and how many there are; the whole list is attached as a note, so it is
+    in the run's traceback artifact but not in the one-line reason."""
+    if len(candidates) <= LISTED_LAYERS:
+        return ConvlabError(f"{what}; its {kind} are: {', '.join(candidates)}", fix=fix)
+    error = ConvlabError(f"{what}; {closest(path, candidates, kind)}", fix=fix)
+    error.add_note(f"all {len(candidates)} {kind}: {', '.join(candidates)}")
+    return error
+
+
+def closest(path: str, candidates: list[str], kind: str = "layers") -> str:
+    """``closest of its 160 layers: a, b, c (all of them in the run's error/traceback.txt)`` (difflib)."""
+    import difflib
+
+    close = difflib.get_close_matches(path, candidates, n=5, cutoff=0.5) or candidates[-3:]
+    return f"closest of its {len(candidates)} {kind}: {', '.join(close)} (all of them in the run's error/traceback.txt)"

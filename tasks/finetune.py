@@ -50,6 +50,7 @@ from runner import plots, training
 from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
+from runner.layers import unknown_layer
 from runner.models.base import ModelSpec
 from runner.schema import FinetuneMode, Pooling
 from runner.tracking import log_keras_model
@@ -228,8 +229,8 @@ def cut(model: "keras.Model", layer_name: str | None, name: str) -> "keras.Model
         layer = model.get_layer(layer_name)
     except ValueError:
         spatial = [layer.name for layer in model.layers if _is_spatial(layer)]
-        raise ConvlabError(f"model {model.name!r} has no layer {layer_name!r} to cut at; its feature maps are: "
-                           f"{', '.join(spatial)}", fix="set task.cut_layer to one of those, or null") from None
+        raise unknown_layer(f"model {model.name!r} has no layer {layer_name!r} to cut at", layer_name, spatial,
+                            fix="set task.cut_layer to one of those, or null", kind="feature maps") from None
     if not _is_spatial(layer):
         raise ConvlabError(f"layer {layer_name!r} of {model.name!r} is not a 4-D feature map",
                            fix="set task.cut_layer to a convolution, activation or pooling layer, or null")
@@ -294,8 +295,8 @@ def unfreeze(base: "keras.Model", layer_name: str) -> str:
         layer_name = layer_name[len(base.name) + 1:]
     names = [layer.name for layer in base.layers]
     if layer_name not in names:
-        raise ConvlabError(f"the conv base {base.name!r} has no layer {layer_name!r} to unfreeze from; its layers "
-                           f"are: {', '.join(names)}", fix="set task.unfreeze_from to one of those")
+        raise unknown_layer(f"the conv base {base.name!r} has no layer {layer_name!r} to unfreeze from", layer_name,
+                            names, fix="set task.unfreeze_from to one of those")
     base.trainable = True
     trainable = False
     for layer in base.layers:

@@ -8,6 +8,7 @@ from runner.errors import ConvlabError
 from runner.models.base import ModelSpec
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>.+)$")
 #: ``model.run_id=latest``: the most recent FINISHED run, in any experiment, that logged a model
 LATEST = "latest"
 
@@ -26,6 +27,45 @@ def _latest_model_run() -> str:
                            fix="train one first (`convlab task=train`), or pass model.run_id=<id>")
     print(f"[convlab] model.run_id=latest -> {runs[0].info.run_id}")
     return runs[0].info.run_id
+
+
+def _missing_model(uri: str) -> ConvlabError | None:
+    """Why ``runs:/<id>/<path>`` holds no model: no such run here, or a run that logged other things
+    (naming the run, its task and what it did log). None when neither explains the failure."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    match = RUNS_URI.match(uri)
+    if not match:
+        return None
+    run_id, path = match["run_id"], match["path"].strip("/")
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return ConvlabError(f"there is no run {run_id} in the tracking store {_shown_store()}",
+                            fix="check model.run_id, and use the tracking.uri / MLFLOW_TRACKING_URI of the run")
+    logged = sorted(item.path + ("/" if item.is_dir else "") for item in client.list_artifacts(run_id))
+    if path in {entry.rstrip("/") for entry in logged}:
+        return None
+    task = run.data.params.get("task.name") or client.get_experiment(run.info.experiment_id).name
+    return ConvlabError(
+        f"run {run_id} ({run.info.run_name}, task={task}, {run.info.status}) logged no {path}/; "
+        f"it logged: {', '.join(logged) or 'no artifacts'}",
+        fix="pick a run of task=train or task=finetune (they log model/), or model.run_id=latest for the newest",
+    )
+
+
+def _shown_store() -> str:
+    import urllib.parse
+
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri  # (geturl() would also turn sqlite:////abs/path into sqlite://abs/path)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # never print credentials
 
 
 class FromRun(ModelSpec):
@@ -59,9 +99,12 @@ class FromRun(ModelSpec):
     def _reporting_errors(self, load):
         try:
             return load(self.uri)
-        except ConvlabError:
-            raise
         except Exception as error:
+            diagnosis = _missing_model(self.uri)
+            if diagnosis:
+                raise diagnosis from error
+            if isinstance(error, ConvlabError):
+                raise
             raise ConvlabError(f"cannot load a model from {self.uri}: {error}".splitlines()[0],
                                fix="check the run id and that the run logged a model "
                                    "(same tracking.uri / MLFLOW_TRACKING_URI)") from error
