@@ -48,7 +48,7 @@ def run_job(cfg: DictConfig) -> None:
         seed_everything(cfg.seed, cfg.deterministic)
         model = instantiate(cfg.model)
         dataset = instantiate(cfg.dataset)
-        _log_skipped_files(dataset)
+        log_skipped_files(dataset)
         inputs = reproduce.input_hashes(model, dataset)
         mlflow.set_tags(inputs)
         if cfg.rerun_of:
@@ -58,7 +58,7 @@ def run_job(cfg: DictConfig) -> None:
         task(model=model, dataset=dataset)
 
 
-def _log_skipped_files(dataset) -> None:
+def log_skipped_files(dataset) -> None:
     """bad_files=skip: how many files the dataset left out (metric) and which, with why (text artifact)."""
     skipped = getattr(dataset, "skipped_files", None)
     if skipped is None:

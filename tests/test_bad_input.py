@@ -64,3 +64,23 @@ def test_a_one_class_folder_fails_the_run_at_load_naming_the_class(run_cli, mlfl
     assert reason.endswith("has 1 class folder (cats) in each split: a classifier needs at least 2")
     assert f"[convlab] run {run.info.run_id} FAILED: {reason}" in proc.stderr and "  fix: add a folder" in proc.stderr
     assert "model/model.keras" not in [a.path for a in mlflow_client.list_artifacts(run.info.run_id)]
+
+
+def test_the_files_bad_files_skip_left_out_are_recorded_in_the_run(tracking, tmp_path):
+    import cv2
+    import numpy as np
+
+    from runner.cli import log_skipped_files
+    from runner.data.folder import Folder
+
+    for split in ("train", "validation", "test"):
+        for label in ("cats", "dogs"):
+            (tmp_path / split / label).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / split / label / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "train" / "dogs" / "notes.jpg").write_text("not an image")
+    with mlflow.start_run() as run:
+        log_skipped_files(Folder(str(tmp_path), bad_files="skip"))
+    client = mlflow.tracking.MlflowClient()
+    assert client.get_run(run.info.run_id).data.metrics["data.skipped_files"] == 1
+    listed = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/skipped_files.tsv")
+    assert listed == f"{tmp_path / 'train' / 'dogs' / 'notes.jpg'}\tnot an image\n"
