@@ -36,6 +36,15 @@ class MnistSource(StrEnum):
     keras = "keras"
 
 
+class PhotoName(StrEnum):
+    """scikit-image's samples that ship in its wheel (others are downloaded on first use and fail offline)."""
+
+    chelsea = "chelsea"
+    coffee = "coffee"
+    astronaut = "astronaut"
+    rocket = "rocket"
+
+
 class Split(StrEnum):
     train = "train"
     validation = "validation"
@@ -182,7 +191,7 @@ class MnistConfig:
 @dataclass
 class PhotosConfig:
     _target_: str = "runner.data.photos.Photos"
-    names: list[str] = field(default_factory=lambda: ["chelsea"])
+    names: list[PhotoName] = field(default_factory=lambda: [PhotoName.chelsea])
     paths: list[str] = field(default_factory=list)
     folder: Optional[str] = None
     bad_files: BadFiles = BadFiles.error

@@ -1,6 +1,7 @@
 """Config checks that Hydra's composition cannot make, run on the composed config before any MLflow run
 exists and before TensorFlow is imported: numeric ranges declared on the schema fields, and keys that are
-no setting of their schema (``+task.epoch=3`` force-adds one past Hydra's own unknown-key check).
+no setting of their schema (``+task.epoch=3`` force-adds one past Hydra's own unknown-key check), and
+required values left unset (``???``, e.g. ``dataset=folder`` without ``dataset.path``).
 
 A schema field declares its range with :func:`bounded`::
 
@@ -122,6 +123,10 @@ def _check_node(node: DictConfig, prefix: str, problems: list[str], fixes: list[
             _unknown_key(node, key, path, prefix, fields, problems, fixes, choices)
             continue
         child = node._get_node(key)
+        if child._is_missing() and not isinstance(child, DictConfig):
+            problems.append(f"{path} is not set")
+            fixes.append(f"pass {path}=<value>")
+            continue
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             _check_node(child, f"{path}.", problems, fixes, choices)
         bounds = fields[key].metadata.get(BOUNDS_KEY) if fields is not None else None

@@ -28,9 +28,14 @@ def test_an_internal_schema_entry_is_not_an_option():
         compose_config(["model=mobilenet_v2_schema"])
 
 
-@pytest.mark.parametrize("overrides", [[f"{g}={o}"] for g in ("model", "dataset", "task") for o in config_options(g)])
-def test_every_option_as_shipped_passes_the_checks(overrides):
-    check_config(compose_config(overrides))
+#: what an option needs the user to set
+REQUIRED = {"dataset=folder": ["dataset.path=/data"]}
+
+
+@pytest.mark.parametrize("option", [f"{g}={o}" for g in ("model", "dataset", "task") for o in config_options(g)]
+                         + [f"experiment={o} quick=true" for o in config_options("experiment")])
+def test_every_option_and_quick_preset_as_shipped_passes_the_checks(option):
+    check_config(compose_config([*option.split(), *REQUIRED.get(option, [])]))
 
 
 def test_a_force_added_unknown_key_is_rejected_with_the_closest_setting():
@@ -108,3 +113,14 @@ def test_the_cli_rejects_a_bad_config_in_one_message_before_any_run(run_cli, tmp
     assert proc.stderr.strip().splitlines()[0] == f"[convlab] config rejected: {message}"
     assert "Traceback" not in proc.stderr and "fix: " in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()  # the store (run_cli's MLFLOW_TRACKING_URI) never opened
+
+
+def test_a_required_value_left_unset_is_rejected_before_the_run():
+    with pytest.raises(ConfigError, match=r"dataset.path is not set"):
+        check_config(compose_config(["dataset=folder"]))
+
+
+def test_an_unknown_bundled_photo_fails_at_compose_listing_the_bundled_ones():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["dataset=photos", "dataset.names=[moon]"])
+    assert "expected one of [chelsea, coffee, astronaut, rocket]" in str(error.value.__cause__)

@@ -15,11 +15,11 @@ import numpy as np
 
 from runner.data.images import ImageCheck, check_image, report_bad_files
 from runner.errors import ConvlabError
+from runner.schema import PhotoName
 
 log = logging.getLogger(__name__)
 
-# skimage.data samples that ship in the wheel; others are downloaded on first use and fail offline.
-BUNDLED = ("chelsea", "coffee", "astronaut", "rocket")
+BUNDLED = tuple(PhotoName)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 Photo = tuple[str, np.ndarray]
@@ -45,7 +45,7 @@ class Photos:
         #: (file, problem) of each file left out under bad_files=skip (bad_files=error: the first ones fail)
         self.skipped_files = [(path, check.problem) for path, check in checks.items() if check.problem]
         report_bad_files(self.skipped_files, bad_files)
-        photos = [(name, _bundled(name)) for name in names]
+        photos = [(str(name), _bundled(name)) for name in names]
         photos += [(path.stem, _decode(path, check)) for path, check in checks.items() if not check.problem]
         if not photos:
             raise ConvlabError(f"none of the {len(files)} photo file(s) can be loaded",
