@@ -84,3 +84,22 @@ def test_the_files_bad_files_skip_left_out_are_recorded_in_the_run(tracking, tmp
     assert client.get_run(run.info.run_id).data.metrics["data.skipped_files"] == 1
     listed = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/skipped_files.tsv")
     assert listed == f"{tmp_path / 'train' / 'dogs' / 'notes.jpg'}\tnot an image\n"
+
+
+def test_a_one_pixel_photo_is_upsampled_with_a_warning_naming_both_sizes(tmp_path, caplog):
+    import logging
+
+    import cv2
+    import keras
+    import numpy as np
+
+    from runner.data.photos import Photos
+    from runner.models.base import ModelSpec
+    from runner.visual import load_inputs
+
+    cv2.imwrite(str(tmp_path / "dot.png"), np.full((1, 1, 3), 200, np.uint8))
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(1, 3)], name="probe")
+    with caplog.at_level(logging.WARNING):
+        [shown] = load_inputs(ModelSpec(), model, Photos(names=[], paths=[str(tmp_path / "dot.png")]), 1, "test")
+    assert shown.model_input.shape == (32, 32, 3)
+    assert "1 image(s) are far smaller than probe's input (32x32 px)" in caplog.text and "dot (1x1 px)" in caplog.text
