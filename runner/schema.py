@@ -208,7 +208,7 @@ class AugmentationConfig:
     rotation: float = bounded(0.111, ge=0)  # fraction of a full turn: 40 degrees
     zoom: float = bounded(0.2, ge=0, lt=1)
     translation: float = bounded(0.2, ge=0, le=1)
-    shear: float = bounded(0.0035, ge=0)  # tan(shear angle): the book's shear_range=0.2 is 0.2 degrees
+    shear: float = bounded(0.0035, ge=0, le=1)  # tan(shear angle): the book's shear_range=0.2 is 0.2 degrees
     fill_mode: FillMode = FillMode.nearest
 
 
