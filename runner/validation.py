@@ -76,7 +76,8 @@ def bounded(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | 
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming every out-of-range value and every key its schema lacks."""
+    """Raise :class:`ConfigError` naming every out-of-range value, every key its schema lacks and every
+    required value left unset."""
     problems: list[str] = []
     fixes: list[str] = []
     _check_node(cfg, "", problems, fixes, _choices(cfg))
@@ -149,9 +150,10 @@ def _unknown_key(node: DictConfig, key: str, path: str, prefix: str, fields: dic
                  fixes: list[str], choices: dict[str, str]) -> None:
     settings = [name for name in fields if not name.startswith("_")]
     close = difflib.get_close_matches(key, settings, n=1)
-    problems.append(f"{path} is not a setting of {_owner(prefix, choices)}" + (f"; did you mean {prefix}{close[0]}?" if close else ""))
+    suggestion = f"; did you mean {prefix}{close[0]}?" if close else ""
+    problems.append(f"{path} is not a setting of {_owner(prefix, choices)}{suggestion}")
     if close:
-        fixes.append(f"write {prefix}{close[0]}={_value_text(node, key)} (no leading +)")
+        fixes.append(f"write {prefix}{close[0]}={node._get_node(key)._value()} (no leading +)")
     else:
         fixes.append(f"drop it; the settings of {_owner(prefix, choices)} are: {', '.join(settings)}")
 
@@ -162,11 +164,6 @@ def _owner(prefix: str, choices: dict[str, str]) -> str:
     if not path:
         return "the config"
     return f"{path}={choices[path]}" if path in choices else path
-
-
-def _value_text(node: DictConfig, key: str) -> str:
-    child = node._get_node(key)
-    return str(child._value()) if child is not None else "..."
 
 
 def _num(value: float | None) -> str:

@@ -48,9 +48,10 @@ def test_a_force_added_unknown_key_is_rejected_with_the_closest_setting():
 
 
 def test_a_force_added_key_in_a_nested_node_and_at_the_top_are_rejected():
-    with pytest.raises(ConfigError, match=r"task.head.unit is not a setting of task.head; did you mean task.head.units"):
+    nested = r"task.head.unit is not a setting of task.head; did you mean task.head.units\?"
+    with pytest.raises(ConfigError, match=nested):
         check_config(compose_config(["task=finetune", "+task.head.unit=3"]))
-    with pytest.raises(ConfigError, match=r"(?s)colour is not a setting of the config.*settings of the config are: model"):
+    with pytest.raises(ConfigError, match=r"(?s)colour is not a setting of the config.*settings of the config are: mo"):
         check_config(compose_config(["+colour=red"]))
 
 
