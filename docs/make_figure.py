@@ -55,8 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         figure, axes = plt.subplot_mosaic([["gradcam", "filters"], ["activations", "activations"]],
                                           figsize=(10, 6.9), dpi=90, height_ratios=[1.15, 1])
+        used = []
         for experiment, artifact, title in panels:
             run_id, local = newest_artifact(client, experiment, artifact, Path(tmp))
+            used.append(f"{experiment} {run_id}")
             axes[experiment].imshow(plt.imread(local))
             axes[experiment].set_title(f"{title}  ({experiment} run {run_id[:8]})", fontsize=10)
             axes[experiment].axis("off")
@@ -64,7 +66,7 @@ def main() -> None:
         figure.savefig(args.out)
     # the noisy filter patterns compress badly as RGB: 256 colours keep the file small for the README
     Image.open(args.out).convert("RGB").quantize(256).save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KB)")
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KB) from runs: {', '.join(used)}")
 
 
 if __name__ == "__main__":

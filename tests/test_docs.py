@@ -136,3 +136,31 @@ def test_a_sweep_is_expanded_into_its_jobs_and_flags_are_dropped():
         ["task.epochs=1", "seed=1", "task.layers=[a,b]"], ["task.epochs=1", "seed=2", "task.layers=[a,b]"],
         ["task.epochs=2", "seed=1", "task.layers=[a,b]"], ["task.epochs=2", "seed=2", "task.layers=[a,b]"]]
     assert jobs(["--cfg", "job", "task.augment=false,true"]) == [["task.augment=false,true"]]
+
+
+
+def test_make_figure_draws_the_newest_finished_runs_artifacts(tracking, tmp_path, monkeypatch, capsys):
+    import runpy
+
+    import mlflow
+    import numpy as np
+
+    store = mlflow.get_tracking_uri()
+    newest = {}
+    for experiment, artifact in {"gradcam": "gradcam/chelsea_overlay.png", "activations": "activations/conv2d_2.png",
+                                 "filters": "filters/conv2d_4.png"}.items():
+        mlflow.set_experiment(experiment)
+        for status in ("FINISHED", "FAILED"):  # a newer FAILED run is passed over
+            with mlflow.start_run() as run:
+                mlflow.log_image(np.full((8, 12, 3), 128, np.uint8), artifact)
+                mlflow.end_run(status)
+            newest.setdefault(experiment, run.info.run_id)
+    out = tmp_path / "figure.png"
+    monkeypatch.setattr("sys.argv", ["make_figure.py", "--store", store, "--out", str(out)])
+    try:
+        runpy.run_path(str(REPO / "docs" / "make_figure.py"), run_name="__main__")
+    finally:
+        mlflow.set_tracking_uri(store)
+    printed = capsys.readouterr().out
+    assert all(f"{experiment} {run_id}" in printed for experiment, run_id in newest.items())
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
