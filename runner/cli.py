@@ -88,7 +88,8 @@ def main() -> None:
         sys.exit(interrupted.exit_code)
     failures = tracking.failed_jobs()
     if failures:
-        print(f"[convlab] {len(failures)} job(s) failed: {', '.join(failures)}", file=sys.stderr)
+        run_ids = ", ".join(run_id for run_id in failures if run_id)
+        print(f"[convlab] {len(failures)} job(s) failed" + (f": {run_ids}" if run_ids else ""), file=sys.stderr)
         sys.exit(1)
 
 

@@ -65,6 +65,7 @@ def heartbeat(run_id: str, every_s: float) -> Iterator[None]:
         yield
     finally:
         stop.set()
+        thread.join(timeout=10)  # a beat in flight lands before the run ends, never after
 
 
 def _alive(pid: int, started: str) -> bool:
@@ -78,10 +79,12 @@ def _alive(pid: int, started: str) -> bool:
 
 
 def vanished_reason(run, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> str | None:
-    """Why a RUNNING run's process is gone (None: it may still be running, or the run is not RUNNING)."""
-    if run.info.status != "RUNNING":
-        return None
+    """Why a RUNNING convlab run's process is gone (None: it may still be running, or the run is not RUNNING).
+
+    A run from before these tags existed (no pid, no heartbeat) is judged by its start time."""
     tags = run.data.tags
+    if run.info.status != "RUNNING" or HOST_TAG not in tags:
+        return None  # ended, or not made by convlab (another tool's runs in the same store are not ours to end)
     if tags.get(HOST_TAG) == platform.node() and tags.get(PID_TAG, "").isdigit():
         pid = int(tags[PID_TAG])
         return None if _alive(pid, tags.get(PROCESS_START_TAG, "")) else f"pid {pid} on {tags[HOST_TAG]} is gone"

@@ -45,12 +45,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRIVATE_KEYS = ("tracking.uri",)
 
 #: run ids of the jobs whose run failed in this process (and, after a sweep, of its failed children)
-_failed_runs: list[str] = []
+_failed_runs: list[str | None] = []  # None: a job that failed before its run existed
 
 
-def failed_jobs() -> list[str]:
+def failed_jobs() -> list[str | None]:
     """Run ids of the jobs that failed in this process (after a sweep: its children that did not finish;
-    never the sweep's parent run itself)."""
+    never the sweep's parent run itself); None for a job that failed before its run existed."""
     return list(_failed_runs)
 
 
@@ -519,7 +519,8 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
             started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg),
                                        parent_run_id=parent_id)
         mlflow.set_tags(liveness.where_tags())
-    with started as run, liveness.heartbeat(run.info.run_id, cfg.tracking.heartbeat_s):
+    run = started
+    with liveness.heartbeat(run.info.run_id, cfg.tracking.heartbeat_s):
         try:
             if not resume_run_id:
                 mlflow.log_params(job_params(cfg))
@@ -540,7 +541,7 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
             _end_quietly("FAILED")
             print(f"[convlab] run {run.info.run_id} FAILED: {user_message(error)}", file=sys.stderr)
         else:
-            _end_quietly("FINISHED")
+            mlflow.end_run("FINISHED")
         finally:
             _print_run_url(run)
 
@@ -556,12 +557,13 @@ def _end_killed(run_id: str, interrupted: Interrupted) -> None:
 def fail_without_run(error: Exception) -> None:
     """A job that failed before its run existed (an unusable store, a server that is down): one line (or, for
     a bug, its traceback), credentials masked; the process exits 1 at the end like for a failed run."""
-    _failed_runs.append("(no run)")
+    _failed_runs.append(None)
     print(f"[convlab] FAILED: {user_message(error)}", file=sys.stderr)
 
 
 def _end_quietly(status: str) -> None:
-    """End the active run; a store that refuses (disk full) leaves it RUNNING, for liveness to find later."""
+    """End the active run FAILED / KILLED; a store that refuses now (disk full) leaves it RUNNING, for
+    runner.liveness to find afterwards (its process will be gone)."""
     with contextlib.suppress(Exception):
         mlflow.end_run(status)
 

@@ -139,7 +139,9 @@ def test_a_running_run_vanished_when_its_local_pid_is_gone_or_its_remote_heartbe
     assert liveness.vanished_reason(_run("RUNNING", old), now, stale_after_s=900).startswith(
         "no heartbeat from elsewhere for 1000 s")
     assert liveness.vanished_reason(_run("RUNNING", old), now, stale_after_s=1200) is None
-    assert liveness.vanished_reason(_run("RUNNING", {}, started_s_ago=1000), now, stale_after_s=900)
+    no_heartbeat = {liveness.HOST_TAG: "elsewhere"}  # a run from before the heartbeat: its start time counts
+    assert liveness.vanished_reason(_run("RUNNING", no_heartbeat, started_s_ago=1000), now, stale_after_s=900)
+    assert liveness.vanished_reason(_run("RUNNING", {}, started_s_ago=1000), now) is None  # not convlab's run
 
 
 @pytest.fixture
@@ -184,3 +186,16 @@ def test_resume_marks_vanished_runs_of_the_experiment_killed_before_choosing(sto
 
     run_job(cfg)  # skips: FINISHED already
     assert store.get_run(vanished).info.status == "KILLED"
+
+
+def test_the_heartbeat_is_refreshed_while_the_job_runs_and_stops_after(store):
+    run_id = store.create_run(store.create_experiment("beats")).info.run_id
+    with liveness.heartbeat(run_id, every_s=0.1):
+        deadline = time.monotonic() + 30
+        while liveness.HEARTBEAT_TAG not in store.get_run(run_id).data.tags:
+            assert time.monotonic() < deadline, "no heartbeat within 30 s"
+            time.sleep(0.1)
+    last = store.get_run(run_id).data.tags[liveness.HEARTBEAT_TAG]
+    assert abs(time.time() - float(last)) < 30
+    time.sleep(0.5)
+    assert store.get_run(run_id).data.tags[liveness.HEARTBEAT_TAG] == last  # stopped with the job
