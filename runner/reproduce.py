@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConvlabError
+from runner.redact import redact
 
 HASH_TAG = "convlab.config_hash"
 DATA_HASH_TAG = "convlab.data_hash"
@@ -140,7 +141,7 @@ def _original_run(run_id: str):
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
-        raise ConvlabError(f"no run {run_id} in {mlflow.get_tracking_uri()}",
+        raise ConvlabError(f"no run {run_id} in {redact(mlflow.get_tracking_uri())}",
                            fix="check the run id and MLFLOW_TRACKING_URI / tracking.uri") from error
 
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overrides = rerun_overrides(run_id, extra)
     except ConvlabError as error:
-        print(f"[convlab] {error}", file=sys.stderr)
+        print(f"[convlab] {redact(str(error))}", file=sys.stderr)
         sys.exit(2)
     from runner import cli
 

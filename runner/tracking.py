@@ -612,7 +612,7 @@ class SweepParentRun(Callback):
         try:
             _use_tracking(config)
         except ConvlabError as error:  # Hydra would turn it into a warning and start the jobs
-            print(f"[convlab] {error}", file=sys.stderr)
+            print(f"[convlab] {redact(str(error))}", file=sys.stderr)
             raise SystemExit(1) from None
         experiment = mlflow.set_experiment(config.tracking.experiment)
         sweep_args = redact(" ".join(config.hydra.overrides.task))
