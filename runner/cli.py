@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import reproduce, tracking
+from runner import liveness, reproduce, tracking
 from runner.schema import register_configs
 
 register_configs()
@@ -32,10 +32,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run_job(cfg: DictConfig) -> None:
     """Build the model spec, dataset and task from the config and run the task, tracked in MLflow."""
+    tracking.redact_hydra_files()
     job_hash = reproduce.config_hash(cfg)
     resume_run_id = None
     if cfg.resume:
         experiment_id = tracking.job_experiment_id(cfg)
+        liveness.mark_vanished(MlflowClient(), [experiment_id], cfg.tracking.stale_after_s)
         done = reproduce.finished_run(experiment_id, job_hash)
         if done:
             _skip(done.info.run_id)
@@ -66,14 +68,28 @@ def _skip(finished_run_id: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    run_job(cfg)
+    try:
+        run_job(cfg)
+    except Exception as error:  # noqa: BLE001 - before a run exists (e.g. an unusable store): reported here,
+        # not by Hydra, whose "Error executing job with overrides: [...]" line prints credentials in overrides
+        tracking.fail_without_run(error)
 
 
 def main() -> None:
-    hydra_main()
+    """``convlab [overrides]``: exit 0, 1 (a job failed), 130 (Ctrl-C) or 143 (SIGTERM), without a traceback."""
+    tracking.redact_logs()
+    try:
+        with tracking.signals_interrupt():
+            hydra_main()
+    except KeyboardInterrupt as error:
+        interrupted = tracking.interruption_of(error)
+        if not tracking.killed_runs():
+            print(f"[convlab] KILLED: {interrupted.reason}, before a run started", file=sys.stderr)
+        sys.exit(interrupted.exit_code)
     failures = tracking.failed_jobs()
     if failures:
-        print(f"[convlab] {len(failures)} job(s) failed", file=sys.stderr)
+        run_ids = ", ".join(run_id for run_id in failures if run_id)
+        print(f"[convlab] {len(failures)} job(s) failed" + (f": {run_ids}" if run_ids else ""), file=sys.stderr)
         sys.exit(1)
 
 
