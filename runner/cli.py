@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import reproduce, tracking, validation
+from runner import liveness, reproduce, tracking, validation
+from runner.redact import redact
 from runner.schema import register_configs
 
 register_configs()
@@ -32,11 +33,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run_job(cfg: DictConfig) -> None:
     """Build the model spec, dataset and task from the config and run the task, tracked in MLflow."""
+    tracking.redact_hydra_files()
     validation.check_config(cfg)  # before any run exists: a typo costs a second, not a FAILED run
     job_hash = reproduce.config_hash(cfg)
     resume_run_id = None
     if cfg.resume:
         experiment_id = tracking.job_experiment_id(cfg)
+        liveness.mark_vanished(MlflowClient(), [experiment_id], cfg.tracking.stale_after_s)
         done = reproduce.finished_run(experiment_id, job_hash)
         if done:
             _skip(done.info.run_id)
@@ -80,16 +83,29 @@ def _skip(finished_run_id: str) -> None:
 def hydra_main(cfg: DictConfig) -> None:
     try:
         run_job(cfg)
-    except validation.ConfigError as error:  # no run exists yet: the message alone, not Hydra's job report
-        print(error, file=sys.stderr)
+    except validation.ConfigError as error:  # rejected before any run: the message alone, and stop
+        print(redact(str(error)), file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as error:  # noqa: BLE001 - before a run exists (e.g. an unusable store): reported here,
+        # not by Hydra, whose "Error executing job with overrides: [...]" line prints credentials in overrides
+        tracking.fail_without_run(error)
 
 
 def main() -> None:
-    hydra_main()
+    """``convlab [overrides]``: exit 0, 1 (a job failed), 130 (Ctrl-C) or 143 (SIGTERM), without a traceback."""
+    tracking.redact_logs()
+    try:
+        with tracking.signals_interrupt():
+            hydra_main()
+    except KeyboardInterrupt as error:
+        interrupted = tracking.interruption_of(error)
+        if not tracking.killed_runs():
+            print(f"[convlab] KILLED: {interrupted.reason}, before a run started", file=sys.stderr)
+        sys.exit(interrupted.exit_code)
     failures = tracking.failed_jobs()
     if failures:
-        print(f"[convlab] {len(failures)} job(s) failed", file=sys.stderr)
+        run_ids = ", ".join(run_id for run_id in failures if run_id)
+        print(f"[convlab] {len(failures)} job(s) failed" + (f": {run_ids}" if run_ids else ""), file=sys.stderr)
         sys.exit(1)
 
 

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConvlabError
+from runner.redact import redact
 
 HASH_TAG = "convlab.config_hash"
 DATA_HASH_TAG = "convlab.data_hash"
@@ -74,10 +75,12 @@ def finished_run(experiment_id: str, job_hash: str):
 
 
 def resumable_run(experiment_id: str, job_hash: str):
-    """The latest unfinished run of this job that saved a checkpoint, if any (``resume=true`` continues it)."""
+    """The latest ended, unfinished run of this job (FAILED, KILLED) that saved a checkpoint, if any
+    (``resume=true`` continues it). A RUNNING run is left alone: its process is alive, or
+    runner.liveness.mark_vanished would have ended it KILLED just before."""
     client = MlflowClient()
     for run in runs_of_job(experiment_id, job_hash):
-        if run.info.status != "FINISHED" and client.list_artifacts(run.info.run_id, "checkpoints"):
+        if run.info.status in ("FAILED", "KILLED") and client.list_artifacts(run.info.run_id, "checkpoints"):
             return run
     return None
 
@@ -111,7 +114,7 @@ def rerun_overrides(run_id: str, extra: list[str]) -> list[str]:
     choices = [f"{group}={original.data.params[f'{group}.name']}"
                for group in ("model", "dataset", "task", "experiment") if f"{group}.name" in original.data.params]
     base = choices + [o for o in _recorded_overrides(run_id) if o.split("=")[0].lstrip("+~") not in
-                      ("model", "dataset", "task", "experiment")]
+                      ("model", "dataset", "task", "experiment") and not _masked(o)]
     composed = _compose(CONFIG_DIR, base, run_id)
     pins = [f"{key}={_hydra_value(value)}" for key, value in _changed_values(recorded, composed)]
     for pin in pins:
@@ -121,6 +124,16 @@ def rerun_overrides(run_id: str, extra: list[str]) -> list[str]:
     return overrides
 
 
+def _masked(override: str) -> bool:
+    """An override recorded with its credentials masked cannot be reused (the current tracking.uri is)."""
+    from runner.redact import MASK
+
+    if MASK not in override:
+        return False
+    print(f"[convlab] rerun: not reusing the recorded override {override} (credentials masked)", file=sys.stderr)
+    return True
+
+
 def _original_run(run_id: str):
     if not RUN_ID.match(run_id):
         raise ConvlabError(f"{run_id!r} is not an MLflow run id (32 hex characters)",
@@ -128,7 +141,7 @@ def _original_run(run_id: str):
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
-        raise ConvlabError(f"no run {run_id} in {mlflow.get_tracking_uri()}",
+        raise ConvlabError(f"no run {run_id} in {redact(mlflow.get_tracking_uri())}",
                            fix="check the run id and MLFLOW_TRACKING_URI / tracking.uri") from error
 
 
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overrides = rerun_overrides(run_id, extra)
     except ConvlabError as error:
-        print(f"[convlab] {error}", file=sys.stderr)
+        print(f"[convlab] {redact(str(error))}", file=sys.stderr)
         sys.exit(2)
     from runner import cli
 

@@ -320,6 +320,9 @@ class TrackingConfig:
     uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
     experiment: str = "${hydra:runtime.choices.task}"
     run_name: Optional[str] = None
+    heartbeat_s: float = 60.0  # how often a running job refreshes its run's convlab.heartbeat tag
+    # a RUNNING run from another host with no heartbeat for this long counts as vanished (docs/reliability.md)
+    stale_after_s: float = 900.0
 
 
 @dataclass

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import json
+import logging
 import os
 import platform
 import signal
@@ -23,14 +25,16 @@ from typing import Any
 
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
-from runner import validation
+from runner import liveness, validation
 from runner.errors import ConvlabError
+from runner.redact import redact, redact_file, redact_value
 
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
 SWEEP_KEYS_ENV = "CONVLAB_SWEEP_KEYS"
@@ -40,13 +44,92 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: config keys never logged as params (may carry credentials)
 PRIVATE_KEYS = ("tracking.uri",)
 
-_failed_jobs: list[str] = []
-_interrupted = False
+#: run ids of the jobs whose run failed in this process (and, after a sweep, of its failed children)
+_failed_runs: list[str | None] = []  # None: a job that failed before its run existed
 
 
-def failed_jobs() -> list[str]:
-    """Reasons of the jobs that failed in this process (and, after a sweep, in its children)."""
-    return list(_failed_jobs)
+def failed_jobs() -> list[str | None]:
+    """Run ids of the jobs that failed in this process (after a sweep: its children that did not finish;
+    never the sweep's parent run itself); None for a job that failed before its run existed."""
+    return list(_failed_runs)
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM: the run ends KILLED with ``reason``, the process exits ``exit_code``.
+
+    A KeyboardInterrupt, so that code which cleans up after Ctrl-C does the same after SIGTERM."""
+
+    def __init__(self, reason: str, exit_code: int):
+        super().__init__(reason)
+        self.reason, self.exit_code = reason, exit_code
+
+
+#: what a signal means for the run, and the exit status (128 + the signal's number, as a shell reports it)
+SIGNALS = {signal.SIGINT: ("interrupted (Ctrl-C)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143)}
+_interruption: Interrupted | None = None
+_killed_runs: list[str] = []
+
+
+def killed_runs() -> list[str]:
+    """Run ids this process ended KILLED (Ctrl-C, SIGTERM)."""
+    return list(_killed_runs)
+
+
+def interruption_of(error: BaseException) -> Interrupted:
+    """The Ctrl-C / SIGTERM behind a KeyboardInterrupt."""
+    if isinstance(error, Interrupted):
+        return error
+    return _interruption or Interrupted(*SIGNALS[signal.SIGINT])  # a KeyboardInterrupt raised without our handler
+
+
+def redact_logs() -> None:
+    """Mask credentials in every log record from here on (Hydra logs each job's overrides: "#0 : tracking.uri=...")."""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
+
+    def masked_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+            return record
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return record
+
+    masked_record.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masked_record)
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the CLI runs, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (noted first: a
+    library may turn the exception into another one on its way up, and the run must still end KILLED).
+
+    A signal the process inherited as ignored (``nohup convlab &`` ignores SIGINT) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        global _interruption
+        _interruption = Interrupted(*SIGNALS[signum])
+        raise _interruption
+
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------------------------- run contents
@@ -69,7 +152,7 @@ def job_params(cfg: DictConfig) -> dict[str, str]:
     params = flatten({key: value for key, value in resolved.items() if key != "hydra"})
     for group, choice in _choices().items():
         params.setdefault(f"{group}.name", str(choice))
-    return {key: value for key, value in params.items() if key not in PRIVATE_KEYS}
+    return {key: redact_value(key, value) for key, value in params.items() if key not in PRIVATE_KEYS}
 
 
 def _choices() -> dict[str, str]:
@@ -109,15 +192,30 @@ def environment_tags(seed: int) -> dict[str, str]:
     return tags
 
 
+def redact_hydra_files() -> None:
+    """Mask credentials in the files Hydra wrote before the job started: the run dir's ``.hydra/*.yaml``
+    (they hold the overrides, e.g. ``tracking.uri=http://user:secret@host``) and a sweep's ``multirun.yaml``."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is not None and not OmegaConf.is_missing(hydra_cfg.runtime, "output_dir"):
+        for path in (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"):
+            redact_file(path)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        redact_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+
+
 def _log_config_artifacts(cfg: DictConfig) -> None:
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+    mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), "config/config.yaml")
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         overrides = list(hydra_cfg.overrides.task)
-        mlflow.log_text(OmegaConf.to_yaml(overrides), "config/overrides.yaml")
-        hydra_dir = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
-        if hydra_dir.is_dir():
-            mlflow.log_artifacts(str(hydra_dir), "config/hydra")
+        mlflow.log_text(redact(OmegaConf.to_yaml(overrides)), "config/overrides.yaml")
+        redact_hydra_files()
+        if hydra_cfg.output_subdir is not None:
+            hydra_dir = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
+            if hydra_dir.is_dir():
+                mlflow.log_artifacts(str(hydra_dir), "config/hydra")
 
 
 def log_npz(artifact_file: str, **arrays) -> None:
@@ -190,8 +288,127 @@ def load_checkpoint():
 
 
 def _use_tracking(cfg: DictConfig) -> None:
-    check_reachable(cfg.tracking.uri)
+    open_store(cfg.tracking.uri)
     mlflow.set_tracking_uri(cfg.tracking.uri)
+    liveness.STALE_AFTER_S = float(cfg.tracking.stale_after_s)
+    # MLflow prints "View run <name> at: <tracking URI>/#/..." with the URI's credentials; job_run prints it masked
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+# ------------------------------------------------------------------------------------- tracking stores
+
+
+class TrackingStoreUnusable(ConvlabError, CompactHydraException):
+    """The store cannot be used at all; said in one line before MLflow retries (~100 s) and a SQL traceback."""
+
+
+_opened: set[str] = set()
+
+
+def open_store(uri: str) -> None:
+    """Check that the tracking store at ``uri`` can be used, and create a new SQLite store safely.
+
+    http(s): the server answers (:func:`check_reachable`). sqlite: the directory is writable and has room, an
+    existing file is an SQLite database, and a new one is created (MLflow's tables) under a file lock, so
+    that jobs started at the same moment on a fresh ``mlflow.db`` do not both create its tables.
+    """
+    if uri in _opened:
+        return
+    scheme = uri.partition(":")[0]
+    if scheme in ("http", "https"):
+        check_reachable(uri)
+    elif scheme == "sqlite" and (path := sqlite_path(uri)) is not None:
+        _check_sqlite_file(uri, path)
+        with _store_errors(uri), store_lock(path):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates the tables on first use
+    _opened.add(uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None: in memory)."""
+    path = uri.partition("?")[0].removeprefix("sqlite:///")
+    return None if path in ("", ":memory:") or path == uri else Path(path)
+
+
+#: below this much free space a store cannot even be created (MLflow's schema is ~1 MiB)
+MIN_FREE_BYTES = 2 * 1024 * 1024
+
+
+def _check_sqlite_file(uri: str, path: Path) -> None:
+    import sqlite3
+
+    def unusable(cause: str, fix: str) -> None:
+        raise TrackingStoreUnusable(f"MLflow tracking store {redact(uri)} is unusable: {cause}", fix=fix)
+
+    directory = path.parent
+    elsewhere = "or point tracking.uri / MLFLOW_TRACKING_URI at a store on another disk"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:  # SQLite writes its journal beside the file
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    except OSError as error:
+        unusable(f"cannot write in {directory} ({error.strerror})", f"make {directory} writable, {elsewhere}")
+    if free < MIN_FREE_BYTES:
+        unusable(f"{os.strerror(errno.ENOSPC)} on {directory} ({free // 1024} KiB free)",
+                 f"free some space there (df -h {directory}), {elsewhere}")
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        unusable(f"{path} is not readable and writable", f"chmod u+rw {path}, {elsewhere}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        unusable(f"{path} is not an SQLite database ({error})",
+                 f"move {path} away (MLflow then creates a new store), {elsewhere}")
+
+
+@contextlib.contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<store>.lock`` beside the SQLite file (released when the process dies)."""
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def store_failure(error: BaseException, uri: str | None = None) -> str | None:
+    """One line for an error of the tracking store itself (disk full, read-only, not a database), else None."""
+    import sqlalchemy.exc
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.orig is not None:
+            cause = str(seen.orig).splitlines()[0]
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+            cause = f"{seen.strerror}: {seen.filename}" if seen.filename else str(seen.strerror)
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return None
+    return f"MLflow tracking store {redact(uri or mlflow.get_tracking_uri())} failed: {cause}"
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except ConvlabError:
+        raise
+    except Exception as error:  # noqa: BLE001 - only store errors are translated; the rest goes on up
+        line = store_failure(error, uri)
+        if line is None:
+            raise
+        raise TrackingStoreUnusable(line, fix="free space / fix permissions there, or point tracking.uri "
+                                              "at another store") from None
 
 
 # ------------------------------------------------------------------------ tracking server reachability
@@ -238,28 +455,33 @@ def _run_name(cfg: DictConfig) -> str | None:
     swept = os.environ.get(SWEEP_KEYS_ENV)
     if swept and HydraConfig.initialized():
         keys = swept.split(",")
-        return " ".join(o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0] in keys)
+        return redact(" ".join(o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0] in keys))
     choices = _choices()
     return "-".join(choices[g] for g in ("task", "model", "dataset") if g in choices) or None
 
 
 def failure_reason(error: BaseException) -> str:
-    """One line for the run's tag: the innermost ConvlabError's message, else the exception itself."""
+    """One line for the run's tag: the innermost ConvlabError's message, a store failure, else the exception."""
     seen = error
     while seen is not None:
         if isinstance(seen, ConvlabError):
-            return str(seen).splitlines()[0]
+            return redact(str(seen).splitlines()[0])
         seen = seen.__cause__ or seen.__context__
-    return f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    return redact(store_failure(error) or f"{type(error).__name__}: {error}".splitlines()[0][:500])
 
 
-def _user_message(error: BaseException) -> str:
+def user_message(error: BaseException) -> str:
+    """What the terminal shows for a failure: a ConvlabError's message + fix, a store failure's one line, else
+    the traceback (a bug: it is worth its traceback). Credentials masked."""
     seen = error
     while seen is not None:
         if isinstance(seen, ConvlabError):
-            return str(seen)
+            return redact(str(seen))
         seen = seen.__cause__ or seen.__context__
-    return "".join(traceback.format_exception(error))
+    line = store_failure(error)
+    if line:
+        return f"{redact(line)}\n  fix: free space / fix permissions there, then rerun with resume=true"
+    return redact("".join(traceback.format_exception(error)))
 
 
 def job_experiment_id(cfg: DictConfig) -> str:
@@ -283,60 +505,75 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
 
     An exception marks the run FAILED (traceback artifact + one-line reason tag) and is not re-raised:
     the process exits non-zero at the end (see :func:`failed_jobs`) and the other jobs of a sweep go on.
-    Ctrl-C marks the run KILLED and stops everything.
+    Ctrl-C / SIGTERM mark the run KILLED (with the reason), print one line and stop everything.
+    The run carries its pid, host and a heartbeat, so that a SIGKILL is detected afterwards (runner.liveness).
     """
     experiment_id = job_experiment_id(cfg)
     parent_id = parent_run_id()
-    if resume_run_id:
-        started = mlflow.start_run(run_id=resume_run_id)
-        if parent_id:
-            mlflow.set_tag("mlflow.parentRunId", parent_id)
-    else:
-        started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg), parent_run_id=parent_id)
-    with started as run, _ctrl_c_noted():
+    with _store_errors(cfg.tracking.uri):
+        if resume_run_id:
+            started = mlflow.start_run(run_id=resume_run_id)
+            if parent_id:
+                mlflow.set_tag("mlflow.parentRunId", parent_id)
+        else:
+            started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg),
+                                       parent_run_id=parent_id)
+        mlflow.set_tags(liveness.where_tags())
+    run = started
+    with liveness.heartbeat(run.info.run_id, cfg.tracking.heartbeat_s):
         try:
             if not resume_run_id:
                 mlflow.log_params(job_params(cfg))
-            mlflow.set_tags({**environment_tags(cfg.seed), **(tags or {})})
             _log_config_artifacts(cfg)
+            mlflow.set_tags({**environment_tags(cfg.seed), **(tags or {})})  # imports TensorFlow
             yield run
-        except KeyboardInterrupt:
-            global _interrupted
-            _interrupted = True
-            mlflow.set_tag(REASON_TAG, "interrupted (Ctrl-C)")
-            mlflow.end_run("KILLED")
-            raise
+        except KeyboardInterrupt as error:
+            _end_killed(run.info.run_id, interruption_of(error))
+            raise interruption_of(error) from None
         except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
-            if _interrupted:  # Ctrl-C that surfaced as another exception (e.g. from inside a TF op)
-                mlflow.set_tag(REASON_TAG, "interrupted (Ctrl-C)")
-                mlflow.end_run("KILLED")
-                raise KeyboardInterrupt from error
-            reason = failure_reason(error)
-            _failed_jobs.append(reason)
-            mlflow.set_tag(REASON_TAG, reason)
-            mlflow.log_text("".join(traceback.format_exception(error)), "error/traceback.txt")
-            mlflow.end_run("FAILED")
-            print(f"[convlab] run {run.info.run_id} FAILED: {_user_message(error)}", file=sys.stderr)
+            if _interruption:  # Ctrl-C / SIGTERM that surfaced as another exception (e.g. from inside a TF op)
+                _end_killed(run.info.run_id, _interruption)
+                raise _interruption from None
+            _failed_runs.append(run.info.run_id)
+            with contextlib.suppress(Exception):  # a full disk may refuse these too; the line below still shows
+                mlflow.set_tag(REASON_TAG, failure_reason(error))
+                mlflow.log_text(redact("".join(traceback.format_exception(error))), "error/traceback.txt")
+            _end_quietly("FAILED")
+            print(f"[convlab] run {run.info.run_id} FAILED: {user_message(error)}", file=sys.stderr)
+        else:
+            mlflow.end_run("FINISHED")
+        finally:
+            _print_run_url(run)
 
 
-@contextlib.contextmanager
-def _ctrl_c_noted() -> Iterator[None]:
-    """Note a Ctrl-C before Python raises KeyboardInterrupt for it: a library may turn that exception into
-    another one on its way up, and the run must still end KILLED, not FAILED."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield  # a background job (`nohup convlab &`) that ignores Ctrl-C keeps ignoring it
-        return
+def _end_killed(run_id: str, interrupted: Interrupted) -> None:
+    with contextlib.suppress(Exception):
+        mlflow.set_tag(REASON_TAG, interrupted.reason)
+    _end_quietly("KILLED")
+    _killed_runs.append(run_id)
+    print(f"[convlab] run {run_id} KILLED: {interrupted.reason}", file=sys.stderr)
 
-    def note_then_interrupt(signum, frame):
-        global _interrupted
-        _interrupted = True
-        signal.default_int_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGINT, note_then_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def fail_without_run(error: Exception) -> None:
+    """A job that failed before its run existed (an unusable store, a server that is down): one line (or, for
+    a bug, its traceback), credentials masked; the process exits 1 at the end like for a failed run."""
+    _failed_runs.append(None)
+    print(f"[convlab] FAILED: {user_message(error)}", file=sys.stderr)
+
+
+def _end_quietly(status: str) -> None:
+    """End the active run FAILED / KILLED; a store that refuses now (disk full) leaves it RUNNING, for
+    runner.liveness to find afterwards (its process will be gone)."""
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
+
+
+def _print_run_url(run) -> None:
+    """MLflow's "View run ... at" line for runs on a server, with the URI's credentials masked."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        experiment_url = f"{redact(uri).rstrip('/')}/#/experiments/{run.info.experiment_id}"
+        print(f"🏃 View run {redact(run.info.run_name or '')} at: {experiment_url}/runs/{run.info.run_id}")
 
 
 # ------------------------------------------------------------------------------------ sweep parents
@@ -376,15 +613,16 @@ class SweepParentRun(Callback):
             validation.check_sweep(config)  # every job's settings, before the parent run exists
             _use_tracking(config)
         except ConvlabError as error:  # Hydra would turn it into a warning and start the jobs
-            print(error if isinstance(error, validation.ConfigError) else f"[convlab] {error}", file=sys.stderr)
+            shown = redact(str(error))
+            print(shown if isinstance(error, validation.ConfigError) else f"[convlab] {shown}", file=sys.stderr)
             raise SystemExit(1) from None
         experiment = mlflow.set_experiment(config.tracking.experiment)
-        sweep_args = " ".join(config.hydra.overrides.task)
+        sweep_args = redact(" ".join(config.hydra.overrides.task))
         run = MlflowClient().create_run(
             experiment.experiment_id,
             run_name=f"sweep {sweep_args}".strip(),
             tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args,
-                  "convlab.sweep_dir": str(config.hydra.sweep.dir)},
+                  "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags()},
         )
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
@@ -405,19 +643,27 @@ class SweepParentRun(Callback):
         )
         return [child.info.run_id for child in children if child.info.status != "FINISHED"]
 
-    def _end(self, status: str, failed: list[str]) -> None:
+    def _end(self, status: str, failed: list[str], reason: str | None = None) -> None:
         if self.parent_id is None:
             return
         client = MlflowClient()
         if failed:
-            client.set_tag(self.parent_id, REASON_TAG, f"{len(failed)} job(s) did not finish: {', '.join(failed)}")
-            _failed_jobs.extend(run_id for run_id in failed if run_id not in _failed_jobs)
-        client.set_terminated(self.parent_id, status)
+            reason = f"{len(failed)} job(s) did not finish: {', '.join(failed)}"
+            _failed_runs.extend(run_id for run_id in failed if run_id not in _failed_runs)
+        with contextlib.suppress(Exception):  # a store that refuses now leaves it to liveness (pid gone)
+            if reason:
+                client.set_tag(self.parent_id, REASON_TAG, reason)
+            client.set_terminated(self.parent_id, status)
+        if status == "KILLED":
+            print(f"[convlab] sweep parent run {self.parent_id} KILLED: {reason}", file=sys.stderr)
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEEP_KEYS_ENV, None)
         self.parent_id = None
 
     def _end_if_open(self) -> None:
-        """At exit, a parent run still open means the sweep was interrupted or crashed."""
+        """At exit, a parent run still open means the sweep was interrupted (Ctrl-C, SIGTERM) or crashed."""
         if self.parent_id is not None:
-            self._end("KILLED" if _interrupted else "FAILED", [])
+            if _interruption:
+                self._end("KILLED", [], _interruption.reason)
+            else:
+                self._end("FAILED", [], "the sweep stopped before its last job")

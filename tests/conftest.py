@@ -55,27 +55,37 @@ def tracking(tmp_path_factory):
     mlflow.set_tracking_uri(previous)
 
 
-def start_cli(tmp_path: Path, mlflow_store: str, *args: str) -> subprocess.Popen:
-    """``python -m runner <args>`` started in the background (for tests that interrupt it).
+def start_cli(tmp_path: Path, mlflow_store: str, *args: str, output: Path | None = None) -> subprocess.Popen:
+    """``python -m runner <args>`` started in the background (for tests that interrupt it); ``output``: a file
+    that gets its stdout and stderr.
 
     SIGINT is reset to its default in the child: run from a non-interactive shell's background job (as CI
     may be), it would inherit SIGINT *ignored*, and a Ctrl-C could not be simulated.
     """
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    env.pop("CONVLAB_PARENT_RUN_ID", None)
+    sink = open(output, "w") if output else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    finally:
+        if output:
+            sink.close()
 
 
-def ctrl_c_when(proc: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    """Send SIGINT (Ctrl-C) to ``proc`` as soon as ``condition()`` holds, then wait for it to exit."""
+def ctrl_c_when(proc: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300,
+                sig: int = signal.SIGINT) -> None:
+    """Send SIGINT (Ctrl-C; or ``sig``) to ``proc`` as soon as ``condition()`` holds, then wait for it to exit."""
     try:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
                 pytest.fail(f"gave up waiting: {what}")
+            if proc.poll() is not None:
+                pytest.fail(f"convlab exited {proc.returncode} while waiting: {what}")
             time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         proc.wait(timeout=120)
     finally:
         proc.kill()

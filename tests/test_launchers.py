@@ -28,7 +28,11 @@ SWEEP = [*TINY_TRAIN, "task.augment=false,true"]
 
 
 def _require_plugin(module: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # find_spec imports the parent package: no Hydra plugin installed at all
+        found = None
+    if found is None:
         unavailable(f"{module} is not installed: pip install -e '.[cluster]'")
 
 

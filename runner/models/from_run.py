@@ -16,10 +16,12 @@ LATEST = "latest"
 def _latest_model_run() -> str:
     from mlflow.tracking import MlflowClient
 
+    from runner.liveness import mark_vanished
     from runner.tracking import MODEL_TAG
 
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
+    mark_vanished(client, experiments)  # a model of a run killed before it ended must not pass for a result
     runs = client.search_runs(experiments, filter_string=f"tags.`{MODEL_TAG}` = 'true' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.end_time DESC"], max_results=1)
     if not runs:
