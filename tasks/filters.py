@@ -198,8 +198,10 @@ def _check_map(target: "keras.Model", layer: str, image_size: int, loss_border: 
     reason = {FiltersObjective.neuron: " (a neuron objective needs a map of 2x2 or more)"}.get(objective, "")
     if loss_border:
         reason += f" (task.loss_border={loss_border} leaves out {loss_border} positions at each side)"
-    raise ConvlabError(f"layer {layer!r} has {what} at task.image_size={image_size}{reason}",
-                       fix=f"use task.image_size>={smallest}" if smallest else "pick an earlier layer")
+    fix = f"use task.image_size>={smallest}" if smallest else "pick an earlier layer"
+    if loss_border:
+        fix += ", or a smaller task.loss_border"
+    raise ConvlabError(f"layer {layer!r} has {what} at task.image_size={image_size}{reason}", fix=fix)
 
 
 # ------------------------------------------------------------------------------------------- models
