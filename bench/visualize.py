@@ -1,4 +1,4 @@
-"""`python -m bench.visualize`: both visualization benchmarks in one run on the same machine.
+"""`python -m bench.visualize`: the visualization benchmarks in one run on the same machine.
 
 - filters: seconds per filter, convlab's batched ascent vs a keras.io-style per-filter tf.function loop,
   and achieved GFLOP/s against a float32 matmul measured in the same run (bench/filters_bench.py);
