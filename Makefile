@@ -20,7 +20,7 @@ fetch: $(STAMP)
 run: fetch
 	$(BIN)/convlab
 	$(BIN)/convlab task=activations model=from_run model.run_id=latest
-	$(BIN)/convlab task=filters model=from_run model.run_id=latest task.init=gray \
+	$(BIN)/convlab task=filters model=from_run model.run_id=latest task/recipe=lucid \
 	    'task.layers=[conv2d_1,conv2d_2,conv2d_3,conv2d_4]' task.num_filters=32
 	$(BIN)/convlab task=gradcam model=from_run model.run_id=latest
 	$(BIN)/convlab experiment=gradcam

@@ -3,7 +3,7 @@
 For each layer, 64 filters x 40 steps at 64 px on VGG16 (random weights: the speed does not depend on
 them), timed two ways after tracing:
 
-* batched: convlab's climb (tasks.filters), every filter of the layer in one batch, one tf.function;
+* batched: convlab's climb (runner.featurevis, the book recipe), every filter of the layer in one batch, one tf.function;
 * per filter: a tf.function step called 40 times per filter, written like the keras.io example (the
   filter index is a tensor, so it traces once where keras.io's Python int retraces for every filter);
   timed on ``baseline_filters`` filters and reported per filter.
@@ -11,7 +11,7 @@ them), timed two ways after tracing:
 Achieved GFLOP/s counts the FLOPs of the convolutions the ascent runs: forward + input gradient = 2x
 forward. The ascent needs no weight gradients and computes none (the tape watches only the image), so the
 usual 3x training estimate would overstate the work by 1.5x; and the target layer computes only the
-requested channels (tasks.filters._truncated_at), so the skipped ones are not counted either. The
+requested channels (runner.featurevis.target.target_model), so the skipped ones are not counted either. The
 roofline is the better of a 4096^2 float32 matmul in TensorFlow and in NumPy, timed in turn with the
 ascent for every layer (best of all).
 
@@ -37,9 +37,11 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
 
     The CPUs are shared, so the three measurements alternate ``repeats`` times and each keeps its best.
     """
-    from runner.models.vgg16 import VGG16
+    from runner.featurevis import objectives, params, steps as step_rules
+    from runner.featurevis.engine import Recipe, climber
+    from runner.featurevis.target import target_model
     from runner.layers import feature_model
-    from tasks.filters import _book_init, _gradient_ascent, _rms_normalized, _truncated_at
+    from runner.models.vgg16 import VGG16
 
     network = VGG16(weights=None, include_top=False).build((size, size, 3))
     matmul = _matmul_timers()
@@ -48,11 +50,12 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
                      "load_average_before": os.getloadavg()}
     for layer in layers:
         indices = list(range(filters))
-        truncated = _truncated_at(network, layer, indices, size, 0)
-        climb = _gradient_ascent(truncated, steps, 1.0, _rms_normalized, 0)
+        truncated = target_model(network, layer, indices)
+        climb = climber(truncated, Recipe(objective=objectives.channel(), param=params.Pixels("book"),
+                                          step_rule=step_rules.NormalizedAscent(1.0, "rms"), steps=steps))
         whole = feature_model(network, [layer])  # the per-filter loop cuts the network as keras.io does
-        start = _book_init(filters, size, 3)
-        timers = {"batched": lambda: climb(start)[0].numpy(),
+        start = params.book_start(filters, size, 3)
+        timers = {"batched": lambda: climb(start, 0)[0].numpy(),
                   "per_filter": _per_filter_loop(whole, baseline_filters, steps, size),
                   "convolutions_alone": _convolutions_alone(truncated, filters, steps), **matmul}
         seconds = _best_seconds_alternating(timers, repeats)

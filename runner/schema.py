@@ -10,7 +10,7 @@ after composition, by :func:`runner.validation.check_config`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -237,9 +237,49 @@ class ActivationsConfig:
     split: Split = Split.test
 
 
+class FiltersObjective(str, Enum):
+    channel = "channel"  # the filter's mean over the map (minus task.loss_border at each side)
+    neuron = "neuron"  # the filter at the map's centre
+    layer = "layer"  # DeepDream: the mean square of the whole layer
+
+
+class FiltersParam(str, Enum):
+    pixel = "pixel"  # the ascent moves the pixels (book, keras.io), started as task.init
+    fourier = "fourier"  # Lucid's 1/f-scaled spectrum through a sigmoid (task.decorrelate: its colours)
+
+
+class FiltersInit(str, Enum):
+    book = "book"  # pixels 128+20u+ImageNet mean: the book's caffe-space uniform*20+128
+    gray = "gray"  # pixels 128+20u (models that take plain pixels, e.g. small_convnet)
+    keras_io = "keras_io"  # its [-1, 1] (u-0.5)*0.25 = pixels 127.5*(1+(u-0.5)/4)
+
+
+class FiltersOptimizer(str, Enum):
+    ascent = "ascent"  # variables += step_size * normalized gradient (book, keras.io)
+    adam = "adam"  # Adam at task.learning_rate (Lucid: 0.05)
+
+
+class GradientNormalization(str, Enum):
+    rms = "rms"  # grads / (RMS + 1e-5), per image (book)
+    l2 = "l2"  # grads / L2 norm, per image (keras.io)
+
+
+@dataclass
+class FiltersTransformsConfig:
+    """Random transforms at every step, in Lucid's order; 0 / null leaves a piece out.
+    Lucid's standard_transforms: pad 12, jitter 8, scale [0.9, 1.1], rotate 10, final_jitter 4."""
+
+    pad: int = 0  # gray pixels added at each side
+    jitter: int = 0  # random crop of up to this many pixels less - 1
+    scale: Optional[list[float]] = None  # [low, high] zoom factor about the centre
+    rotate: float = 0.0  # degrees, drawn from [-rotate, rotate]
+    final_jitter: int = 0
+
+
 @dataclass
 class FiltersConfig:
-    """Gradient ascent in input space; the defaults are the book's recipe (5.4.2)."""
+    """Feature visualization by an ascent in input space; the pieces are set by conf/task/recipe
+    (book: the book's 5.4.2, the default; keras_io; lucid)."""
 
     _target_: str = "tasks.filters.run"
     _partial_: bool = True
@@ -248,14 +288,23 @@ class FiltersConfig:
     num_filters: int = 64
     image_size: int = 64
     steps: int = 40
-    step_size: float = 1.0  # input pixels ([0, 255]) per step; keras.io: 1275 (its 10 in ResNet50V2's [-1, 1])
-    gradient_normalization: str = "rms"  # rms (book) | l2 (keras.io), per image
-    init: str = "book"  # book: pixels 128+20u+ImageNet mean (its caffe-space start) | gray: 128+20u | keras_io: 127.5*(1+(u-0.5)/4)
-    loss_border: int = 0  # keras.io: 2 (activations near the border excluded from the loss)
-    deprocess_std: float = 0.1  # keras.io: 0.15
+    objective: FiltersObjective = FiltersObjective.channel
+    preactivation: bool = False  # the layer's linear part (its conv without the ReLU, or an activation's input)
+    diversity: float = 0.0  # weight of the diversity term (Olah 2017); 0: none
+    loss_border: int = 0  # keras.io: 2 (activations near the border excluded from the objective)
+    param: FiltersParam = FiltersParam.pixel
+    init: FiltersInit = FiltersInit.book  # task.param=pixel's start
+    decorrelate: bool = False  # task.param=fourier: Lucid's ImageNet colour decorrelation
+    optimizer: FiltersOptimizer = FiltersOptimizer.ascent
+    step_size: float = 1.0  # ascent: input pixels ([0, 255]) per step; keras.io: 1275 (its 10 in [-1, 1])
+    gradient_normalization: GradientNormalization = GradientNormalization.rms  # ascent
+    learning_rate: float = 0.05  # adam
+    transforms: FiltersTransformsConfig = field(default_factory=FiltersTransformsConfig)
+    deprocess_std: Optional[float] = 0.1  # keras.io: 0.15; None: the pixels as they are
     deprocess_crop: int = 0  # keras.io: 25
     grid_columns: int = 8
     margin: int = 5
+    quality_metrics: bool = True  # log activation, robust_activation, high_frequency_energy per layer
 
 
 @dataclass

@@ -1,38 +1,36 @@
-"""Task `filters`: the pattern each filter responds to, by gradient ascent in input space (book 5.4.2).
+"""Task `filters`: the pattern each filter responds to, by an ascent in input space (book 5.4.2; Olah et
+al., "Feature Visualization", Distill 2017). The engine and its pieces live in runner/featurevis; this
+module picks the pieces from the config, checks the input, and logs.
 
-Every requested filter of a layer climbs at once: image i of one batch maximizes the mean activation of
-filter f_i, so the summed loss gives each image the gradient of its own filter alone.
+Every requested filter of a layer climbs at once: image i of one batch maximizes filter i's objective, so
+the summed objective gives each image the gradient of its own filter alone.
 
-Input spaces. Our models take RGB pixels in [0, 255] and normalize inside; the sources fed their
-model's *preprocessed* input directly. The recipes are mapped to pixels so the network sees what it saw:
+Recipes (conf/task/recipe): ``book`` (pixels from the book's start, 40 RMS-normalized steps of 1),
+``keras_io`` (L2-normalized steps), ``lucid`` (decorrelated Fourier image, Lucid's standard transforms,
+Adam 0.05 x 512 steps, pre-activation objective). Values are in the models' input pixels ([0, 255]);
+runner/featurevis/params.py says how the book's and keras.io's starts map there.
 
-* book (VGG16, caffe input ``BGR - CAFFE_MEAN_BGR``, pixel scale): its start ``uniform*20 + 128`` was a
-  caffe value, i.e. the pixels ``uniform*20 + 128 + CAFFE_MEAN`` (≈ 232..272, brighter than white; no
-  clipping, as in the book). Caffe space is pixels shifted and channel-swapped, so its gradient, RMS
-  and step 1.0 are the same in pixels.
-* keras.io (ResNet50V2, input ``pixel / 127.5 - 1``): its start ``(uniform - 0.5) * 0.25`` is the pixels
-  ``127.5 * (1 + (uniform - 0.5) * 0.25)`` (gray ± 16); its step 10 along the L2-normalized gradient is
-  ``step_size=1275`` pixels (L2 normalization removes the gradient's 1/127.5 scale).
-
-Deprocessing normalizes the pixel image by its own mean and std, so a global affine change of space
-(keras.io) gives the same picture; the book deprocessed the caffe tensor (mean not added back, BGR shown
-as RGB), so its colors differ slightly from the pixels shown here.
+Deprocessing (``deprocess_std``) normalizes the pixel image by its own mean and std, as the book did;
+``null`` shows the pixels as they are (the Fourier parameterization's sigmoid keeps them in [0, 255]).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
 
 from runner.errors import ConvlabError
-from runner.layers import feature_model, find_layer, is_spatial
+from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
+from runner.featurevis.engine import Recipe, climber
+from runner.featurevis.target import map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
-from runner.models.vgg16 import CAFFE_MEAN_BGR
+from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
 from runner.tracking import log_npz
 from runner.visual import build_model
 
@@ -41,9 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CAFFE_MEAN_RGB = np.asarray(CAFFE_MEAN_BGR[::-1], dtype=np.float32)
-#: ResNet50V2's input is pixel / PIXELS_PER_UNIT - 1 ("tf" preprocessing)
-PIXELS_PER_UNIT = 127.5
+NO_TRANSFORMS = {"pad": 0, "jitter": 0, "scale": None, "rotate": 0.0, "final_jitter": 0}
 
 
 def run(
@@ -55,84 +51,108 @@ def run(
     num_filters: int,
     image_size: int,
     steps: int,
-    step_size: float,
-    gradient_normalization: str,
-    init: str,
-    loss_border: int,
-    deprocess_std: float,
-    deprocess_crop: int,
-    grid_columns: int,
-    margin: int,
+    objective: str = "channel",
+    preactivation: bool = False,
+    diversity: float = 0.0,
+    loss_border: int = 0,
+    param: str = "pixel",
+    init: str = "book",
+    decorrelate: bool = False,
+    optimizer: str = "ascent",
+    step_size: float = 1.0,
+    gradient_normalization: str = "rms",
+    learning_rate: float = 0.05,
+    transforms: Mapping | None = None,
+    deprocess_std: float | None = 0.1,
+    deprocess_crop: int = 0,
+    grid_columns: int = 8,
+    margin: int = 5,
+    quality_metrics: bool = True,
 ) -> None:
-    """For each layer, climb every requested filter in one batch; log its grid, arrays and losses."""
+    """For each layer, climb every requested filter in one batch; log its grid, arrays, objectives and
+    quality metrics."""
     indices = list(filters) if filters is not None else list(range(num_filters))
-    _check_config(layers, indices, steps, image_size, gradient_normalization, init, loss_border, deprocess_std,
-                  deprocess_crop, grid_columns, margin)
+    choice = _choices(objective=(FiltersObjective, objective), param=(FiltersParam, param), init=(FiltersInit, init),
+                      optimizer=(FiltersOptimizer, optimizer),
+                      gradient_normalization=(GradientNormalization, gradient_normalization))
+    shift = {**NO_TRANSFORMS, **dict(transforms or {})}
+    _check_config(layers, indices, steps, image_size, loss_border, deprocess_std, deprocess_crop, grid_columns,
+                  margin, diversity, choice["param"], decorrelate, shift)
+    recipe = Recipe(objective=_objective(choice["objective"], loss_border, diversity),
+                    param=_param(choice["param"], choice["init"], decorrelate),
+                    step_rule=_step_rule(choice["optimizer"], step_size, choice["gradient_normalization"],
+                                         learning_rate),
+                    steps=steps, transforms=_transforms(shift))
+    whole_layer = choice["objective"] is FiltersObjective.layer
     network = _model_at_size(model, dataset, image_size)
-    truncated = {layer: _truncated_at(network, layer, indices, image_size, loss_border) for layer in layers}
     channels = network.input_shape[-1]
-    for layer, features in truncated.items():
-        start = INITS[init](len(indices), image_size, channels)
-        climb = _gradient_ascent(features, steps, step_size, NORMALIZATIONS[gradient_normalization], loss_border)
-        images, losses = (tensor.numpy() for tensor in climb(start))
-        patterns = np.stack([_deprocess(image, deprocess_std, deprocess_crop) for image in images])
-        _log_layer(layer, indices, images, patterns, losses, grid_columns, margin)
+    for layer in layers:
+        target = target_model(network, layer, None if whole_layer else indices, preactivation)
+        _check_map(target, layer, image_size, loss_border, choice["objective"])
+        start = recipe.param.initial(len(indices), image_size, channels)
+        climb = climber(target, recipe)
+        started = time.perf_counter()
+        images, losses = (tensor.numpy() for tensor in climb(start, np.random.randint(2**31 - 1)))
+        seconds = time.perf_counter() - started
+        patterns = np.stack([deprocess(image, deprocess_std, deprocess_crop) for image in images])
+        _log_layer(layer, indices, images, patterns, losses, grid_columns, margin, seconds / len(indices))
+        if quality_metrics and not whole_layer:
+            _log_quality(layer, target_model(network, layer, indices) if preactivation else target, images)
 
 
-# ------------------------------------------------------------------------------------------ recipes
+# ------------------------------------------------------------------------------------------- pieces
 
 
-def _book_init(count: int, size: int, channels: int) -> np.ndarray:
-    """``uniform*20 + 128`` in caffe space, as pixels (a gray model gets the channels' average mean)."""
-    mean = CAFFE_MEAN_RGB if channels == 3 else np.full(channels, CAFFE_MEAN_RGB.mean(), np.float32)
-    return (np.random.random((count, size, size, channels)) * 20 + 128 + mean).astype(np.float32)
+def _choices(**named: tuple[type[enum.Enum], object]) -> dict[str, enum.Enum]:
+    """Each ``task.<name>`` as its Enum member (Hydra composes them; a direct call may pass strings)."""
+    chosen = {}
+    for name, (kind, value) in named.items():
+        try:
+            chosen[name] = kind(value.value if isinstance(value, enum.Enum) else value)
+        except ValueError:
+            raise ConvlabError(f"unknown task.{name}={value!r}",
+                               fix=f"use one of {', '.join(member.value for member in kind)}") from None
+    return chosen
 
 
-def _gray_init(count: int, size: int, channels: int) -> np.ndarray:
-    """``uniform*20 + 128`` in pixels: the book's gray image with a little noise, for models that take
-    pixels (convlab's own convnets rescale by 1/255 inside), where caffe space means nothing."""
-    return (np.random.random((count, size, size, channels)) * 20 + 128).astype(np.float32)
+def _objective(kind: FiltersObjective, border: int, diversity: float):
+    main = {FiltersObjective.channel: lambda: objectives.channel(border), FiltersObjective.neuron: objectives.neuron,
+            FiltersObjective.layer: objectives.layer}[kind]()
+    return objectives.weighted_sum([(1.0, main), (diversity, objectives.diversity())]) if diversity else main
 
 
-def _keras_io_init(count: int, size: int, channels: int) -> np.ndarray:
-    """``(uniform - 0.5) * 0.25`` in ResNet50V2's [-1, 1] input space, as pixels."""
-    noise = (np.random.random((count, size, size, channels)) - 0.5) * 0.25
-    return ((noise + 1) * PIXELS_PER_UNIT).astype(np.float32)
+def _param(kind: FiltersParam, init: FiltersInit, decorrelate: bool):
+    return params.Pixels(init.value) if kind is FiltersParam.pixel else params.Fourier(decorrelate=decorrelate)
 
 
-def _rms_normalized(grads):
-    """The book's ``grads /= (K.sqrt(K.mean(K.square(grads))) + 1e-5)``, per image."""
-    import tensorflow as tf
-
-    return grads / (tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True)) + 1e-5)
-
-
-def _l2_normalized(grads):
-    """keras.io's ``tf.math.l2_normalize(grads)``, per image."""
-    import tensorflow as tf
-
-    return tf.math.l2_normalize(grads, axis=[1, 2, 3])
+def _step_rule(kind: FiltersOptimizer, step_size: float, normalization: GradientNormalization, learning_rate: float):
+    if kind is FiltersOptimizer.adam:
+        return step_rules.Adam(learning_rate)
+    return step_rules.NormalizedAscent(step_size, normalization.value)
 
 
-INITS: dict[str, Callable[[int, int, int], np.ndarray]] = {
-    "book": _book_init, "gray": _gray_init, "keras_io": _keras_io_init}
-NORMALIZATIONS: dict[str, Callable] = {"rms": _rms_normalized, "l2": _l2_normalized}
+def _transforms(shift: Mapping):
+    scale = tuple(shift["scale"]) if shift["scale"] is not None else None
+    chosen = transform_pieces.pieces(shift["pad"], shift["jitter"], scale, shift["rotate"], shift["final_jitter"])
+    return transform_pieces.compose(chosen) if chosen else None
 
 
-def _check_config(layers: list[str], filters: list[int], steps: int, image_size: int, gradient_normalization: str,
-                  init: str, loss_border: int, deprocess_std: float, deprocess_crop: int, grid_columns: int,
-                  margin: int) -> None:
+# ------------------------------------------------------------------------------------------- checks
+
+
+def _check_config(layers: list[str], filters: list[int], steps: int, image_size: int, loss_border: int,
+                  deprocess_std: float | None, deprocess_crop: int, grid_columns: int, margin: int, diversity: float,
+                  param: FiltersParam, decorrelate: bool, shift: Mapping) -> None:
     if not layers:
         raise ConvlabError("task.layers is empty", fix="name at least one layer, e.g. task.layers=[block1_conv1]")
     if not filters:
         raise ConvlabError("no filters to visualize", fix="set task.num_filters >= 1, or list task.filters")
-    if gradient_normalization not in NORMALIZATIONS:
-        raise ConvlabError(f"unknown task.gradient_normalization={gradient_normalization!r}",
-                           fix=f"use one of {', '.join(NORMALIZATIONS)} (rms: book, l2: keras.io)")
-    if init not in INITS:
-        raise ConvlabError(f"unknown task.init={init!r}", fix=f"use one of {', '.join(INITS)}")
-    positive = {"steps": steps, "image_size": image_size, "deprocess_std": deprocess_std, "grid_columns": grid_columns}
-    not_negative = {"loss_border": loss_border, "deprocess_crop": deprocess_crop, "margin": margin}
+    positive = {"steps": steps, "image_size": image_size, "grid_columns": grid_columns}
+    if deprocess_std is not None:
+        positive["deprocess_std"] = deprocess_std
+    not_negative = {"loss_border": loss_border, "deprocess_crop": deprocess_crop, "margin": margin,
+                    "diversity": diversity, **{f"transforms.{key}": shift[key] for key in ("pad", "jitter", "rotate",
+                                                                                             "final_jitter")}}
     for name, value in positive.items():
         if value <= 0:
             raise ConvlabError(f"task.{name}={value} must be positive")
@@ -142,6 +162,46 @@ def _check_config(layers: list[str], filters: list[int], steps: int, image_size:
     if 2 * deprocess_crop >= image_size:
         raise ConvlabError(f"task.deprocess_crop={deprocess_crop} leaves nothing of a {image_size}-px image",
                            fix=f"use task.deprocess_crop < {(image_size + 1) // 2}")
+    if diversity and len(filters) < 2:
+        raise ConvlabError(f"task.diversity={diversity} compares the batch's images, and there is one filter",
+                           fix="visualize at least 2 filters, or set task.diversity=0")
+    if decorrelate and param is not FiltersParam.fourier:
+        raise ConvlabError("task.decorrelate=true needs task.param=fourier",
+                           fix="set task.param=fourier, or task.decorrelate=false")
+    _check_transforms(shift, image_size)
+
+
+def _check_transforms(shift: Mapping, image_size: int) -> None:
+    """Each jitter must leave at least one pixel of the image it crops."""
+    side = image_size + 2 * shift["pad"]
+    for name in ("jitter", "final_jitter"):
+        crop = max(shift[name] - 1, 0)
+        if crop >= side:
+            raise ConvlabError(f"task.transforms.{name}={shift[name]} crops more than the {side}-px image it gets",
+                               fix=f"use task.transforms.{name} <= {side}, or a larger task.image_size")
+        side -= crop
+    if shift["scale"] is not None and (len(shift["scale"]) != 2 or not 0 < shift["scale"][0] <= shift["scale"][1]):
+        raise ConvlabError(f"task.transforms.scale={list(shift['scale'])} is not a range [low, high] of factors > 0",
+                           fix="use e.g. task.transforms.scale=[0.9,1.1], or null for no scaling")
+
+
+def _check_map(target: "keras.Model", layer: str, image_size: int, loss_border: int,
+               objective: FiltersObjective) -> None:
+    """The layer's map at ``image_size`` must have a position left after the border (a neuron objective:
+    a centre that is not the whole map); else name the smallest image size that works."""
+    needed = max(2 * loss_border + 1, 2 if objective is FiltersObjective.neuron else 1)
+    size = map_size(target, image_size)
+    if size is not None and min(size) >= needed:
+        return
+    smallest = smallest_input_side(target, needed, image_size)
+    what = "no map at all" if size is None else f"a {size[0]}x{size[1]} map"
+    reason = {FiltersObjective.neuron: " (a neuron objective needs a map of 2x2 or more)"}.get(objective, "")
+    if loss_border:
+        reason += f" (task.loss_border={loss_border} leaves out {loss_border} positions at each side)"
+    fix = f"use task.image_size>={smallest}" if smallest else "pick an earlier layer"
+    if loss_border:
+        fix += ", or a smaller task.loss_border"
+    raise ConvlabError(f"layer {layer!r} has {what} at task.image_size={image_size}{reason}", fix=fix)
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -164,91 +224,15 @@ def _model_at_size(spec: ModelSpec, dataset, image_size: int) -> "keras.Model":
         ) from None
 
 
-def _truncated_at(network: "keras.Model", layer: str, filters: list[int], image_size: int,
-                  loss_border: int) -> "keras.Model":
-    """``network`` cut at ``layer``, giving only ``filters``' channels in that order (channel i is image
-    i's filter), after checking that the layer has a channel axis holding ``filters`` and a feature map
-    larger than the excluded border.
-
-    A plain Conv2D target is replaced by a copy computing only those channels: the others would cost
-    their share of the forward and backward pass of every step for nothing (3/4 of block3_conv1's for 64
-    of its 256 filters). Other layers (an Add, an Activation) are computed whole and the channels taken.
-    """
-    import keras
-
-    target = find_layer(network, layer)
-    if not is_spatial(target):
-        raise ConvlabError(f"layer {layer!r} ({type(target).__name__}) has no channel axis to visualize: its output "
-                           f"shape is {tuple(target.output.shape)}",
-                           fix="pick a convolution or pooling layer (4-D output: batch, height, width, channels)")
-    channels = target.output.shape[-1]
-    out_of_range = [index for index in filters if not 0 <= index < channels]
-    if out_of_range:
-        raise ConvlabError(f"layer {layer!r} has {channels} filters (0..{channels - 1}); asked for {out_of_range}",
-                           fix=f"use filter indices below {channels} (task.filters / task.num_filters <= {channels})")
-    sliced = _conv_with_channels(target, filters)
-    features = feature_model(network, [layer], replace={layer: sliced} if sliced else None)
-    output = features.outputs[0]
-    if sliced is None:
-        output = keras.ops.take(output, filters, axis=-1)
-    truncated = keras.Model(features.inputs[0], output, name=features.name)  # one tensor, not a list
-    height, width = truncated.compute_output_shape((1, image_size, image_size, network.input_shape[-1]))[1:3]
-    if 2 * loss_border >= min(height, width):
-        raise ConvlabError(f"task.loss_border={loss_border} leaves nothing of {layer!r}'s {height}x{width} map",
-                           fix="use a smaller task.loss_border or a larger task.image_size")
-    return truncated
+# -------------------------------------------------------------------------------------------- output
 
 
-def _conv_with_channels(conv: "keras.layers.Layer", channels: list[int]) -> "keras.layers.Layer | None":
-    """A copy of a plain channels-last Conv2D computing only ``channels`` (in that order), or None."""
-    import keras
-
-    if type(conv) is not keras.layers.Conv2D or conv.groups != 1 or conv.data_format != "channels_last":
-        return None
-    sliced = keras.layers.Conv2D.from_config({**conv.get_config(), "filters": len(channels)})
-    sliced.build(conv.input.shape)
-    kernel, *bias = conv.get_weights()
-    sliced.set_weights([kernel[..., channels], *(b[channels] for b in bias)])
-    return sliced
-
-
-# ------------------------------------------------------------------------------------ gradient ascent
-
-
-def _gradient_ascent(truncated: "keras.Model", steps: int, step_size: float, normalize: Callable,
-                     loss_border: int) -> Callable:
-    """A tf.function ``climb(images) -> (images, losses [filters x steps])`` running every step at once;
-    image i climbs channel i of ``truncated`` (see ``_truncated_at``).
-
-    ``losses[i, s]`` is filter i's loss on image i before step s (what the sources record).
-    """
-    import tensorflow as tf
-
-    def loss_per_image(images):
-        activation = truncated(images, training=False)
-        if loss_border:
-            activation = activation[:, loss_border:-loss_border, loss_border:-loss_border, :]
-        return tf.linalg.diag_part(tf.reduce_mean(activation, axis=[1, 2]))  # [image, channel] -> its own
-
-    @tf.function
-    def climb(images):
-        losses = tf.TensorArray(tf.float32, size=steps)
-        for step in tf.range(steps):
-            # only the image is watched: no weight gradients are computed
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(images)
-                loss = loss_per_image(images)
-                total = tf.reduce_sum(loss)
-            grads = tape.gradient(total, images)
-            images += step_size * normalize(grads)
-            losses = losses.write(step, loss)
-        return images, tf.transpose(losses.stack())
-
-    return climb
-
-
-def _deprocess(image: np.ndarray, std: float, crop: int) -> np.ndarray:
-    """The book's ``deprocess_image`` (std 0.1), with keras.io's std and centre crop as options."""
+def deprocess(image: np.ndarray, std: float | None, crop: int) -> np.ndarray:
+    """The book's ``deprocess_image`` (std 0.1), with keras.io's std and centre crop as options; with
+    ``std=None`` the pixels as they are, clipped to [0, 255]."""
+    if std is None:
+        x = np.clip(image, 0, 255)
+        return (x[crop:-crop, crop:-crop] if crop else x).astype(np.uint8)
     x = image - image.mean()
     x /= image.std() + 1e-5
     x *= std
@@ -260,10 +244,7 @@ def _deprocess(image: np.ndarray, std: float, crop: int) -> np.ndarray:
     return x.astype(np.uint8)
 
 
-# -------------------------------------------------------------------------------------------- output
-
-
-def _grid(patterns: np.ndarray, columns: int, margin: int) -> np.ndarray:
+def grid(patterns: np.ndarray, columns: int, margin: int) -> np.ndarray:
     """Patterns in reading order (keras.io's; the book filled its grid column by column), ``columns`` a row,
     ``margin`` black pixels between them (not around)."""
     count, height, width, channels = patterns.shape
@@ -278,20 +259,36 @@ def _grid(patterns: np.ndarray, columns: int, margin: int) -> np.ndarray:
 
 
 def _log_layer(layer: str, filters: list[int], images: np.ndarray, patterns: np.ndarray, losses: np.ndarray,
-               grid_columns: int, margin: int) -> None:
+               grid_columns: int, margin: int, seconds_per_filter: float) -> None:
     from mlflow.entities import Metric
 
-    grid = _grid(patterns, grid_columns, margin)
-    mlflow.log_image(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, artifact_file=f"filters/{layer}.png")
+    tiles = grid(patterns, grid_columns, margin)
+    mlflow.log_image(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, artifact_file=f"filters/{layer}.png")
     log_npz(f"filters/{layer}.npz", filters=np.asarray(filters), patterns=patterns, images=images, losses=losses)
 
     final = losses[:, -1]
     timestamp = int(1000 * time.time())
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=[
         Metric(f"filter_loss/{layer}", float(value), timestamp, index) for index, value in zip(filters, final)])
-    dead = [filters[i] for i in np.flatnonzero(np.all(losses == 0, axis=1))]
-    mlflow.log_metric(f"dead_filters/{layer}", len(dead))
+    dead = [filters[i] for i in np.flatnonzero(quality.dead(losses))]
+    mlflow.log_metrics({f"dead_filters/{layer}": len(dead), f"objective/{layer}": float(final.mean()),
+                        f"seconds_per_filter/{layer}": seconds_per_filter})
     if dead:
-        log.warning("%s: %d dead filter(s), activation 0 from the start so their images never moved "
-                    "(their tiles show the starting noise): %s", layer, len(dead), dead)
-    log.info("%s: %d filters, final loss mean %.4g, max %.4g", layer, len(filters), final.mean(), final.max())
+        log.warning("%s: %d dead filter(s), objective constant from the start so their images never moved "
+                    "(their tiles show the starting noise; task.preactivation=true avoids it): %s",
+                    layer, len(dead), dead)
+    log.info("%s: %d filters, %d dead, final objective mean %.4g, max %.4g", layer, len(filters), len(dead),
+             final.mean(), final.max())
+
+
+def _log_quality(layer: str, target: "keras.Model", images: np.ndarray) -> None:
+    """The filters' own activation on their final images, its robustness, and the images' noise."""
+    activation = quality.own_channel_means(target, images)
+    robust = quality.robust_activation(target, images)
+    high = quality.high_frequency_energy(images)
+    metrics = {f"activation/{layer}": float(activation.mean()), f"high_frequency_energy/{layer}": float(high.mean())}
+    if np.isfinite(robust).any():
+        metrics[f"robust_activation/{layer}"] = float(np.nanmean(robust))
+    mlflow.log_metrics(metrics)
+    log.info("%s: activation %.4g, robust activation %s, high-frequency energy %.3f", layer, activation.mean(),
+             f"{metrics.get(f'robust_activation/{layer}', float('nan')):.3f}", high.mean())

@@ -1,5 +1,7 @@
-"""Task `filters`: gradient ascent climbs, batch items stay independent, the book's deprocessing and grid,
-dead filters reported, bad input explained, and one real CLI run recorded in MLflow."""
+"""Task `filters` and its engine (runner/featurevis): the pieces on cases whose answer is known (the
+Fourier image is NumPy's inverse FFT of the scaled spectrum, the colour mix inverts, transforms are the
+identity at zero, a linear filter's optimum is reached), the ascent's batch items independent, the
+book's recipe unchanged, dead filters reported, bad input explained, and one real CLI run in MLflow."""
 
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from runner.errors import ConvlabError
+from runner.featurevis import objectives, params, quality, steps, transforms
+from runner.featurevis.engine import Recipe, climber
+from runner.featurevis.target import map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
 from runner.models.vgg16_hed import VGG16Hed
 from tasks import filters
@@ -21,11 +27,16 @@ from tests.conftest import all_runs
 TASK_DEFAULTS = dict(layers=["conv"], filters=None, num_filters=3, image_size=8, steps=4, step_size=1.0,
                      gradient_normalization="rms", init="book", loss_border=0, deprocess_std=0.1,
                      deprocess_crop=0, grid_columns=8, margin=5)
+LUCID = dict(objective="channel", preactivation=True, param="fourier", decorrelate=True, optimizer="adam",
+             learning_rate=0.05, transforms=dict(pad=2, jitter=2, scale=[0.9, 1.1], rotate=10.0, final_jitter=2),
+             deprocess_std=None)
+BOOK_RECIPE = dict(param=params.Pixels("book"), step_rule=steps.NormalizedAscent(1.0, "rms"))
 
 
 class ToySpec(ModelSpec):
-    """8x8 input -> conv (3 filters: 0 and 2 respond to brightness, 1 is always 0 after its ReLU) -> flatten
-    -> dense. Its size is fixed: it cannot be rebuilt at another."""
+    """8x8 input -> conv (3 filters: 0 and 2 respond to brightness, 1 to darkness, but its bias -1 keeps it
+    below 0 on any image, so 0 after its ReLU) -> pool
+    (6x6 -> 1x1) -> flatten -> dense. Its size is fixed: it cannot be rebuilt at another."""
 
     name = "toy"
 
@@ -34,11 +45,23 @@ class ToySpec(ModelSpec):
             raise ConvlabError("toy has a fixed input size")
         inputs = keras.Input((8, 8, 3), name="image")
         kernel = np.zeros((3, 3, 3, 3), np.float32)
-        kernel[..., 0], kernel[..., 2] = 0.01, 0.02
+        kernel[..., 0], kernel[..., 1], kernel[..., 2] = 0.01, -0.001, 0.02
         x = keras.layers.Conv2D(3, 3, activation="relu", name="conv", kernel_initializer=keras.initializers.Constant(
             kernel), bias_initializer=keras.initializers.Constant([0.0, -1.0, 0.0]))(inputs)
+        x = keras.layers.MaxPooling2D(6, name="pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)
         return keras.Model(inputs, keras.layers.Dense(2, name="dense")(x), name=self.name)
+
+
+def random_convnet(size=None) -> keras.Model:
+    """Two random 3x3 convolutions, a separate ReLU between them; any input size."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(6, 3, name="conv_a")(x)
+    x = keras.layers.ReLU(name="relu_a")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_b")(x)
+    return keras.Model(inputs, x, name="random")
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +69,18 @@ def hed() -> keras.Model:
     return VGG16Hed().build()
 
 
-def climb(network, layer: str, indices: list[int], start: np.ndarray, steps: int):
-    truncated = filters._truncated_at(network, layer, indices, start.shape[1], 0)
-    ascent = filters._gradient_ascent(truncated, steps, 1.0, filters._rms_normalized, 0)
-    return tuple(tensor.numpy() for tensor in ascent(start))
+def climb(network, layer: str, indices: list[int], start: np.ndarray, steps_: int, **recipe):
+    target = target_model(network, layer, indices)
+    ascent = climber(target, Recipe(objective=objectives.channel(), steps=steps_, **{**BOOK_RECIPE, **recipe}))
+    return tuple(tensor.numpy() for tensor in ascent(start, 0))
 
 
-# ---------------------------------------------------------------------------------- gradient ascent
+# ---------------------------------------------------------------------------------- the book's ascent
 
 
 def test_the_loss_of_a_known_filter_rises_at_every_step(hed):
     np.random.seed(0)
-    _, losses = climb(hed, "block1_conv1", [0], filters._book_init(1, 32, 3), steps=5)
+    _, losses = climb(hed, "block1_conv1", [0], params.book_start(1, 32, 3), steps_=5)
 
     assert losses.shape == (1, 5)
     assert np.all(np.diff(losses[0]) > 0), losses
@@ -66,9 +89,9 @@ def test_the_loss_of_a_known_filter_rises_at_every_step(hed):
 
 def test_each_image_of_a_batch_climbs_as_if_its_filter_were_alone(hed):
     np.random.seed(1)
-    start = filters._book_init(3, 24, 3)
-    batch_images, batch_losses = climb(hed, "block1_conv2", [8, 2, 14], start, steps=3)
-    alone_images, alone_losses = climb(hed, "block1_conv2", [2], start[1:2], steps=3)
+    start = params.book_start(3, 24, 3)
+    batch_images, batch_losses = climb(hed, "block1_conv2", [8, 2, 14], start, steps_=3)
+    alone_images, alone_losses = climb(hed, "block1_conv2", [2], start[1:2], steps_=3)
 
     assert np.all(batch_losses > 0)  # live filters, so the images really moved
     assert np.abs(batch_images[1] - start[1]).max() > 1.0
@@ -76,12 +99,30 @@ def test_each_image_of_a_batch_climbs_as_if_its_filter_were_alone(hed):
     np.testing.assert_allclose(batch_losses[1], alone_losses[0], rtol=1e-4)
 
 
+def test_the_book_recipe_is_the_books_loop_written_out(hed):
+    """40 RMS-normalized steps of 1 on the pixels, loss before each step: the book's loop, in NumPy's order."""
+    np.random.seed(2)
+    start = params.book_start(1, 16, 3)
+    images, losses = climb(hed, "block1_conv1", [5], start, steps_=3)
+    truncated = target_model(hed, "block1_conv1", [5])
+    image, expected = tf.constant(start), []
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            loss = tf.reduce_mean(truncated(image)[..., 0])
+        grads = tape.gradient(loss, image)
+        image += grads / (tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5)
+        expected.append(float(loss))
+    np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(images, image.numpy(), rtol=1e-5)
+
+
 @pytest.mark.parametrize("layer, convolution_computes", [("block2_conv1", 3), ("block2_pool", None)])
-def test_the_truncated_model_gives_the_requested_channels_in_order(hed, layer, convolution_computes):
+def test_the_target_gives_the_requested_channels_in_order(hed, layer, convolution_computes):
     """A Conv2D target computes only the requested channels; any other layer is computed whole and its
     channels taken. Either way channel i is the i-th requested filter of the full layer."""
     requested = [100, 3, 57]
-    truncated = filters._truncated_at(hed, layer, requested, 32, 0)
+    truncated = target_model(hed, layer, requested)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     full = keras.Model(hed.inputs, hed.get_layer(layer).output).predict(images, verbose=0)
 
@@ -97,15 +138,200 @@ def test_the_truncated_model_gives_the_requested_channels_in_order(hed, layer, c
 
 def test_the_book_init_is_its_caffe_start_as_pixels_and_keras_io_its_start_in_minus_one_one_space():
     np.random.seed(2)
-    book = filters._book_init(2, 16, 3)
+    book = params.book_start(2, 16, 3)
     caffe_bgr = book[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)  # what VGG16 sees
     assert 128 <= caffe_bgr.min() and caffe_bgr.max() <= 148
 
-    keras_io = filters._keras_io_init(2, 16, 3) / 127.5 - 1  # ResNet50V2's preprocessing
+    keras_io = params.keras_io_start(2, 16, 3) / 127.5 - 1  # ResNet50V2's preprocessing
     assert -0.125 <= keras_io.min() and keras_io.max() <= 0.125
 
-    gray = filters._gray_init(2, 16, 3)  # plain-pixel models: a gray image with a little noise
+    gray = params.gray_start(2, 16, 3)  # plain-pixel models: a gray image with a little noise
     assert 128 <= gray.min() and gray.max() <= 148 and gray.std() > 1
+
+
+# ----------------------------------------------------------------------------------------- the pieces
+
+
+def test_the_fourier_image_is_numpys_inverse_fft_of_the_1_over_f_scaled_spectrum_through_a_sigmoid():
+    for size in (8, 7):  # even and odd
+        np.random.seed(3)
+        variables = params.Fourier(decorrelate=False).initial(2, size, 3) * 50
+        scale = params.spectrum_scale(size, size)
+        spectrum = (variables[..., 0] + 1j * variables[..., 1]) * scale
+        expected = np.fft.irfft2(spectrum, s=(size, size), norm="ortho").transpose(0, 2, 3, 1) / 4
+        image = params.Fourier(decorrelate=False).image(tf.constant(variables)).numpy()
+
+        assert image.shape == (2, size, size, 3)
+        np.testing.assert_allclose(image, 255 / (1 + np.exp(-expected)), rtol=1e-4, atol=1e-3)
+
+
+def test_the_spectrum_scale_is_1_over_frequency_floored_at_one_cycle_per_image():
+    scale = params.spectrum_scale(16, 16)
+
+    assert scale.shape == (16, 9)
+    assert scale[0, 0] == 16 and scale[0, 1] == 16 and scale[1, 0] == 16  # DC and 1 cycle: 1 / (1/16)
+    assert scale[0, 8] == pytest.approx(2.0) and scale[0, 4] == pytest.approx(4.0)  # 1/2 and 1/4 cycle/px
+    assert scale[3, 4] == pytest.approx(1 / np.hypot(3 / 16, 4 / 16))
+
+
+def test_colour_decorrelation_inverts_and_gives_imagenets_correlated_colours():
+    rng = np.random.default_rng(4)
+    white = rng.standard_normal((1, 64, 64, 3)).astype(np.float32)
+    rgb = params.decorrelate_colors(tf.constant(white)).numpy()
+
+    np.testing.assert_allclose(rgb @ np.linalg.inv(params.COLOR_CORRELATION.T), white, atol=1e-4)
+    covariance = np.cov(rgb.reshape(-1, 3), rowvar=False)
+    np.testing.assert_allclose(covariance, params.COLOR_CORRELATION @ params.COLOR_CORRELATION.T, atol=0.03)
+    assert np.max(np.linalg.norm(params.COLOR_CORRELATION, axis=0)) == pytest.approx(1.0)
+    gray = rng.standard_normal((1, 4, 4, 1)).astype(np.float32)  # one channel: nothing to decorrelate
+    np.testing.assert_array_equal(params.decorrelate_colors(tf.constant(gray)).numpy(), gray)
+
+
+def test_transforms_are_the_identity_at_zero_and_change_the_size_as_lucids():
+    images = tf.constant(np.random.default_rng(5).uniform(0, 255, (2, 20, 20, 3)).astype(np.float32))
+    seed = tf.constant([1, 2])
+    for identity in (transforms.pad(0), transforms.jitter(1), transforms.random_scale(1.0, 1.0),
+                     transforms.random_rotate(0.0)):
+        np.testing.assert_allclose(identity(images, seed).numpy(), images.numpy(), atol=1e-3)
+
+    standard = transforms.standard()
+    assert standard(images, seed).shape == (2, 20 + transforms.size_change(12, 8, 4), 20 + 14, 3)
+    padded = transforms.pad(3)(images, seed).numpy()
+    assert padded.shape == (2, 26, 26, 3) and np.all(padded[:, :3] == 127.5)
+
+
+def test_jitter_is_a_crop_at_an_offset_below_its_size_shared_by_the_batch():
+    images = tf.constant(np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10, 1))
+    cropped = transforms.jitter(4)(images, tf.constant([7, 0])).numpy()
+
+    assert cropped.shape == (2, 7, 7, 1)
+    dy, dx = divmod(int(cropped[0, 0, 0, 0]), 10)
+    assert 0 <= dy < 4 and 0 <= dx < 4
+    np.testing.assert_array_equal(cropped, images.numpy()[:, dy:dy + 7, dx:dx + 7])
+
+
+def test_rotation_and_zoom_turn_about_the_centre():
+    """A 90-degree turn of an odd image maps the centre to itself and a row to a column; a zoom keeps the
+    centre pixel."""
+    image = np.zeros((1, 9, 9, 1), np.float32)
+    image[0, 4, 4:] = 1.0  # the centre and the ray to its right
+    turned = transforms.random_rotate(90.0)(tf.constant(image), tf.constant([0, 0]))  # some angle in [-90, 90]
+    assert turned.numpy()[0, 4, 4, 0] == pytest.approx(1.0)
+    quarter = transforms._affine(tf.constant(image), tf.constant(1.0), tf.constant(np.pi / 2)).numpy()[0, ..., 0]
+    assert quarter[4, 4] == pytest.approx(1.0) and quarter[4, 8] == pytest.approx(0.0, abs=1e-4)
+    assert (quarter[8, 4] == pytest.approx(1.0, abs=1e-4)) != (quarter[0, 4] == pytest.approx(1.0, abs=1e-4))
+    zoomed = transforms.random_scale(1.5, 1.5)(tf.constant(image), tf.constant([0, 0])).numpy()
+    assert zoomed[0, 4, 4, 0] == pytest.approx(1.0)
+
+
+def test_the_channel_neuron_layer_and_diversity_objectives_on_known_maps():
+    activation = np.zeros((2, 3, 3, 2), np.float32)
+    activation[0, ..., 0] = np.arange(9).reshape(3, 3)  # image 0's filter is channel 0
+    activation[1, ..., 1] = 2.0
+    activation[1, 1, 1, 1] = 11.0
+    activation = tf.constant(activation)
+
+    np.testing.assert_allclose(objectives.channel()(activation), [4.0, 3.0])
+    np.testing.assert_allclose(objectives.channel(border=1)(activation), [4.0, 11.0])
+    np.testing.assert_allclose(objectives.neuron()(activation), [4.0, 11.0])
+    np.testing.assert_allclose(objectives.layer()(activation), [np.mean(np.arange(9) ** 2) / 2, (8 * 4 + 121) / 18])
+    # image 0 only fires channel 0, image 1 only channel 1: orthogonal Gram matrices, diversity 0
+    np.testing.assert_allclose(objectives.diversity()(activation), [0.0, 0.0], atol=1e-6)
+    same = tf.concat([activation[:1], activation[:1]], axis=0)
+    np.testing.assert_allclose(objectives.diversity()(same), [-1.0, -1.0], atol=1e-6)
+    both = objectives.weighted_sum([(1.0, objectives.channel()), (0.5, objectives.neuron())])(activation)
+    np.testing.assert_allclose(both, [6.0, 8.5])
+
+
+def test_one_ascent_step_of_a_linear_filter_moves_each_pixel_by_its_normalized_weight():
+    """mean(w . x) over the map has the gradient w / (H W) at every pixel: the book's step moves every
+    pixel by w / rms(w), keras.io's by step * w / (|w| sqrt(H W))."""
+    weights = np.array([1.0, -2.0, 0.5], np.float32)
+    grads = tf.constant(np.tile(weights / 16, (1, 4, 4, 1)))
+    rms = np.sqrt(np.mean((weights / 16) ** 2))
+    np.testing.assert_allclose(steps.rms_normalized(grads)[0, 0, 0], weights / 16 / (rms + 1e-5), rtol=1e-5)
+    np.testing.assert_allclose(steps.l2_normalized(grads)[0, 0, 0], weights / (np.linalg.norm(weights) * 4), rtol=1e-5)
+
+
+def test_adam_ascent_is_keras_adam_descending_the_negated_objective():
+    target = np.array([3.0, -1.0, 0.5], np.float32)
+    rule, ours = steps.Adam(0.05), tf.constant(np.zeros(3, np.float32))
+    state = rule.initial_state(ours)
+    theirs = keras.Variable(np.zeros(3, np.float32))
+    optimizer = keras.optimizers.Adam(0.05, epsilon=1e-8)
+    for step in range(5):
+        ours, state = rule.update(ours, 2 * (target - ours), state, tf.constant(step))  # ascent on -|x - t|^2
+        optimizer.apply_gradients([(tf.constant(-2 * (target - theirs.numpy())), theirs)])
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+
+
+def test_the_fourier_adam_ascent_reaches_a_linear_filters_known_optimum():
+    """A 1x1 convolution with weights (+, -, +) is largest on the image (255, 0, 255), the sigmoid's ends:
+    reached by Adam on the Fourier image; with Lucid's decorrelation (its rare colour directions move
+    slower) and transforms, approached."""
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, name="linear",
+                               kernel_initializer=keras.initializers.Constant([[[[0.01], [-0.01], [0.005]]]]))
+    target = target_model(keras.Model(inputs, conv(inputs)), "linear", [0])
+    finals = []
+    for decorrelate, shift in ((False, None), (True, transforms.standard(2, 2, (0.9, 1.1), 10, 2))):
+        recipe = Recipe(objective=objectives.channel(), param=params.Fourier(decorrelate=decorrelate),
+                        step_rule=steps.Adam(0.05), steps=400, transforms=shift)
+        np.random.seed(6)
+        images, losses = (t.numpy() for t in climber(target, recipe)(params.Fourier().initial(1, 8, 3), 0))
+        finals.append(images[0].mean(axis=(0, 1)))
+        assert losses[0, -1] > losses[0, 0] + 0.5
+
+    plain, lucid = finals
+    assert plain[0] > 225 and plain[1] < 30 and plain[2] > 225, plain  # the sigmoid nears its ends slowly
+    assert lucid[0] > lucid[1] + 100 and lucid[2] > lucid[1] + 50, lucid
+
+
+def test_the_lucid_recipe_keeps_the_batch_items_independent():
+    network = random_convnet()
+    recipe = Recipe(objective=objectives.channel(), param=params.Fourier(), step_rule=steps.Adam(0.05), steps=4,
+                    transforms=transforms.standard(2, 3, (0.9, 1.1), 10, 2))
+    np.random.seed(7)
+    start = params.Fourier().initial(3, 12, 3)
+    batch, _ = climber(target_model(network, "conv_b", [3, 0, 2], preactivation=True), recipe)(start, 5)
+    alone, _ = climber(target_model(network, "conv_b", [0], preactivation=True), recipe)(start[1:2], 5)
+
+    assert np.abs(batch.numpy()[1] - params.Fourier().image(tf.constant(start[1:2])).numpy()).max() > 0.1
+    np.testing.assert_allclose(batch.numpy()[1], alone.numpy()[0], rtol=1e-4, atol=1e-3)
+
+
+def test_the_pre_activation_target_is_the_convolution_without_its_relu_or_the_activations_input():
+    network = random_convnet(10)
+    images = np.random.default_rng(8).uniform(0, 255, (2, 10, 10, 3)).astype(np.float32)
+    post = target_model(network, "conv_b", [1, 3])(images).numpy()
+    pre = target_model(network, "conv_b", [1, 3], preactivation=True)(images).numpy()
+    assert pre.min() < 0
+    np.testing.assert_allclose(np.maximum(pre, 0), post, rtol=1e-5, atol=1e-5)
+
+    before_relu = target_model(network, "relu_a", [4], preactivation=True)(images).numpy()
+    conv_a = keras.Model(network.inputs, network.get_layer("conv_a").output)(images).numpy()
+    np.testing.assert_allclose(before_relu, conv_a[..., [4]], rtol=1e-5, atol=1e-5)
+
+
+def test_the_map_size_and_the_smallest_input_that_gives_a_map(hed):
+    conv = target_model(hed, "block5_conv1", [0])
+    assert map_size(conv, 64) == (4, 4) and map_size(conv, 8) is None
+    assert smallest_input_side(conv, 1, 8) == 16  # four 2x2 poolings
+    assert smallest_input_side(conv, 3, 8) == 48
+
+
+def test_quality_known_answers_high_frequencies_and_a_response_that_does_not_move():
+    x = np.arange(16)
+    checkerboard = ((x[:, None] + x[None, :]) % 2 * 255.0)[None, ..., None]
+    smooth = (128 + 50 * np.cos(2 * np.pi * x / 16))[None, :, None, None] * np.ones((1, 16, 16, 1))
+    np.testing.assert_allclose(quality.high_frequency_energy(np.concatenate([checkerboard, smooth])), [1.0, 0.0],
+                               atol=1e-9)
+
+    inputs = keras.Input((16, 16, 1))
+    brightness = keras.Model(inputs, keras.layers.AveragePooling2D(16)(inputs))  # one channel: its mean
+    flat = np.full((1, 16, 16, 1), 100.0, np.float32)
+    np.testing.assert_allclose(quality.robust_activation(brightness, flat), [1.0], rtol=1e-5)
+    assert list(quality.dead(np.array([[0.0, 0.0], [0.0, 0.1]]))) == [True, False]
 
 
 # ---------------------------------------------------------------------------------------- pictures
@@ -136,16 +362,17 @@ def keras_io_deprocess_image(img):
     return img
 
 
-def test_deprocessing_is_the_books_and_keras_ios_formula():
+def test_deprocessing_is_the_books_and_keras_ios_formula_or_the_pixels_as_they_are():
     image = np.random.default_rng(3).normal(140, 30, (64, 64, 3)).astype(np.float32)
 
-    np.testing.assert_array_equal(filters._deprocess(image, 0.1, 0), book_deprocess_image(image.copy()))
-    np.testing.assert_array_equal(filters._deprocess(image, 0.15, 25), keras_io_deprocess_image(image.copy()))
+    np.testing.assert_array_equal(filters.deprocess(image, 0.1, 0), book_deprocess_image(image.copy()))
+    np.testing.assert_array_equal(filters.deprocess(image, 0.15, 25), keras_io_deprocess_image(image.copy()))
+    np.testing.assert_array_equal(filters.deprocess(image, None, 0), np.clip(image, 0, 255).astype(np.uint8))
 
 
 def test_the_grid_puts_tile_k_at_row_k_div_columns_with_black_margins_between_tiles():
     patterns = np.stack([np.full((4, 4, 3), k + 1, np.uint8) for k in range(10)])
-    grid = filters._grid(patterns, columns=8, margin=5)
+    grid = filters.grid(patterns, columns=8, margin=5)
 
     assert grid.shape == (2 * 4 + 5, 8 * 4 + 7 * 5, 3)
     expected = np.zeros_like(grid)
@@ -153,7 +380,7 @@ def test_the_grid_puts_tile_k_at_row_k_div_columns_with_black_margins_between_ti
         top, left = (k // 8) * 9, (k % 8) * 9
         expected[top:top + 4, left:left + 4] = k + 1
     np.testing.assert_array_equal(grid, expected)
-    assert filters._grid(patterns[:4], columns=8, margin=5).shape == (4, 4 * 4 + 3 * 5, 3)
+    assert filters.grid(patterns[:4], columns=8, margin=5).shape == (4, 4 * 4 + 3 * 5, 3)
 
 
 # -------------------------------------------------------------------------------- the task in MLflow
@@ -165,7 +392,9 @@ def test_a_filter_that_is_always_zero_is_counted_and_named_as_dead(tracking, tmp
 
     run_id = active.info.run_id
     client = mlflow.MlflowClient()
-    assert client.get_run(run_id).data.metrics["dead_filters/conv"] == 1
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["dead_filters/conv"] == 1
+    assert {"objective/conv", "activation/conv", "high_frequency_energy/conv", "seconds_per_filter/conv"} <= set(metrics)
     assert "conv: 1 dead filter(s)" in caplog.text and "[1]" in caplog.text
     final_losses = client.get_metric_history(run_id, "filter_loss/conv")
     assert [point.step for point in sorted(final_losses, key=lambda p: p.step)] == [0, 1, 2]
@@ -177,8 +406,16 @@ def test_a_filter_that_is_always_zero_is_counted_and_named_as_dead(tracking, tmp
     assert cv2.imread(str(local / "conv.png")).shape == (8, 3 * 8 + 2 * 5, 3)
 
 
+def test_the_lucid_recipe_leaves_no_filter_dead(tracking):
+    with mlflow.start_run() as active:
+        filters.run(model=ToySpec(), dataset=None, **{**TASK_DEFAULTS, **LUCID, "steps": 6})
+
+    metrics = mlflow.MlflowClient().get_run(active.info.run_id).data.metrics
+    assert metrics["dead_filters/conv"] == 0 and metrics["objective/conv"] > -1
+
+
 @pytest.mark.parametrize("overrides, message", [
-    ({"layers": ["nope"]}, "has no layer 'nope'; its layers are: image, conv, flatten, dense"),
+    ({"layers": ["nope"]}, "has no layer 'nope'; its layers are: image, conv, pool, flatten, dense"),
     ({"filters": [0, 3]}, "layer 'conv' has 3 filters (0..2); asked for [3]"),
     ({"num_filters": 4}, "layer 'conv' has 3 filters (0..2); asked for [3]"),
     ({"layers": ["dense"]}, "layer 'dense' (Dense) has no channel axis to visualize"),
@@ -188,15 +425,29 @@ def test_a_filter_that_is_always_zero_is_counted_and_named_as_dead(tracking, tmp
     ({"filters": []}, "no filters to visualize"),
     ({"gradient_normalization": "l1"}, "unknown task.gradient_normalization='l1'"),
     ({"init": "zeros"}, "unknown task.init='zeros'"),
+    ({"objective": "chanel"}, "unknown task.objective='chanel'"),
     ({"steps": 0}, "task.steps=0 must be positive"),
     ({"margin": -1}, "task.margin=-1 must not be negative"),
     ({"deprocess_crop": 4}, "task.deprocess_crop=4 leaves nothing of a 8-px image"),
-    ({"loss_border": 3}, "task.loss_border=3 leaves nothing of 'conv''s 6x6 map"),
+    ({"loss_border": 3}, "layer 'conv' has a 6x6 map at task.image_size=8 (task.loss_border=3 leaves out 3"),
+    ({"layers": ["pool"], "objective": "neuron"}, "layer 'pool' has a 1x1 map at task.image_size=8 (a neuron"),
+    ({"layers": ["pool"], "preactivation": True}, "layer 'pool' (MaxPooling2D) has no linear part"),
+    ({"decorrelate": True}, "task.decorrelate=true needs task.param=fourier"),
+    ({"filters": [0], "diversity": 0.5}, "task.diversity=0.5 compares the batch's images, and there is one filter"),
+    ({"transforms": {"pad": 1, "jitter": 12}}, "task.transforms.jitter=12 crops more than the 10-px image it gets"),
 ])
 def test_bad_input_is_refused_with_its_reason(overrides, message):
     with pytest.raises(ConvlabError) as error:
         filters.run(model=ToySpec(), dataset=None, **{**TASK_DEFAULTS, **overrides})
     assert message in str(error.value)
+
+
+def test_an_image_too_small_for_the_layer_names_the_smallest_that_works():
+    spec = VGG16Hed()
+    with pytest.raises(ConvlabError) as error:
+        filters.run(model=spec, dataset=None, **{**TASK_DEFAULTS, "layers": ["block5_conv1"], "image_size": 8})
+    assert "layer 'block5_conv1' has no map at all at task.image_size=8" in str(error.value)
+    assert "task.image_size>=16" in error.value.fix
 
 
 def test_a_model_fixed_to_another_size_names_the_size_it_takes():

@@ -1,0 +1,146 @@
+"""Speed of the lucid recipe: ``python -m bench.featurevis [--steps N --filters N --size PX --repeats N]``.
+
+Workload (issue 14, at the offline MobileNetV2's fixed 224 px rather than 128): ``filters`` filters of
+``block_6_expand_relu``, ``steps`` steps, the full lucid recipe (decorrelated Fourier image, Lucid's standard
+transforms, Adam 0.05, pre-ReLU objective). Timed alternately in one run, each its best of ``repeats``
+after one untimed run (tracing):
+
+* convlab batched: every filter in one batch, one tf.function (runner.featurevis);
+* per filter: the same recipe, one compiled step (a tf.function per step, the filter index a tensor)
+  called ``steps`` times per filter on a one-image batch -- the loop most notebooks write;
+* tf-keras-vis 0.8.7 ``ActivationMaximization``, its defaults (Jitter 4 + Rotate2D 1 input modifiers,
+  TotalVariation2D 1.0 + Norm regularizers, RMSprop 1.0), the same steps and size, all filters in one
+  batch with one score per sample (its documented way to visualize several filters); optional
+  (``pip install -e '.[bench]'``), skipped without it.
+
+The figures are seconds per filter and their ratios; absolute seconds depend on the machine's load,
+which is printed beside them. The matmul roofline fraction counts the convolutions' forward + input
+gradient FLOPs (bench/filters_bench.py's count) over a float32 4096^2 matmul timed in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+LAYER = "block_6_expand_relu"
+
+
+def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 224, repeats: int = 2) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.filters_bench import MATMUL_SIDE, _best_seconds_alternating, _forward_conv_flops, _matmul_timers
+    from runner.featurevis import objectives, params, steps as step_rules, transforms
+    from runner.featurevis.engine import Recipe, climber
+    from runner.featurevis.target import target_model
+    from runner.models.mobilenet_v2 import MobileNetV2
+
+    network = MobileNetV2().build()
+    if tuple(network.input_shape[1:3]) != (size, size):
+        raise SystemExit(f"MobileNetV2 here takes {network.input_shape[1:3]} inputs: use --size "
+                         f"{network.input_shape[1]}")
+    indices = list(range(filters))
+    recipe = Recipe(objective=objectives.channel(), param=params.Fourier(decorrelate=True),
+                    step_rule=step_rules.Adam(0.05), steps=steps, transforms=transforms.standard())
+    target = target_model(network, LAYER, indices, preactivation=True)
+    np.random.seed(0)
+    start = recipe.param.initial(filters, size, 3)
+    batched = climber(target, recipe)
+    timers = {"convlab_batched": lambda: batched(start, 0)[0].numpy(),
+              "per_filter": _per_filter(target_model(network, LAYER, None, preactivation=True), recipe, indices,
+                                        start)}
+    tkv = _tf_keras_vis(network, indices, steps, size)
+    if tkv is not None:
+        timers["tf_keras_vis"] = tkv
+    matmul = _matmul_timers()
+    load_before = os.getloadavg()
+    seconds = _best_seconds_alternating({**timers, **matmul}, repeats)
+    per_filter = {name: seconds[name] / filters for name in timers}
+    roofline = max(2 * MATMUL_SIDE**3 / seconds[lib] / 1e9 for lib in matmul)
+    flops = 2 * _forward_conv_flops(target) * steps * filters
+    return {"steps": steps, "filters": filters, "size": size, "layer": LAYER, "seconds_per_filter": per_filter,
+            "speedup_vs_tf_keras_vis": per_filter.get("tf_keras_vis", float("nan")) / per_filter["convlab_batched"],
+            "speedup_vs_per_filter": per_filter["per_filter"] / per_filter["convlab_batched"],
+            "batched_gflops": flops / seconds["convlab_batched"] / 1e9, "roofline_gflops": roofline,
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "tf": tf.__version__}
+
+
+def _per_filter(whole_layer, recipe, indices, start):
+    """The recipe's step as one tf.function (filter index a tensor), ``steps`` calls per filter."""
+    import numpy as np
+    import tensorflow as tf
+
+    from runner.featurevis.params import Fourier
+
+    param, rule, shift = recipe.param, recipe.step_rule, recipe.transforms
+    fixed = tuple(whole_layer.input_shape[1:3])
+
+    @tf.function
+    def step(variables, state, filter_index, step_index):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            images = shift(param.image(variables), tf.stack([0, step_index]))
+            images = tf.image.resize(images, fixed) if None not in fixed else images
+            objective = tf.reduce_mean(whole_layer(images, training=False)[..., filter_index])
+        grads = tape.gradient(objective, variables)
+        return rule.update(variables, grads, state, step_index)
+
+    def loop():
+        for k, index in enumerate(indices):
+            variables = tf.constant(start[k:k + 1])
+            state = rule.initial_state(variables)
+            for s in range(recipe.steps):
+                variables, state = step(variables, state, tf.constant(index), tf.constant(s))
+            param.image(variables).numpy()
+
+    return loop
+
+
+def _tf_keras_vis(network, indices, steps, size):
+    """tf-keras-vis' ActivationMaximization with its defaults on the layer's (post-ReLU) output, or None."""
+    try:
+        from tf_keras_vis.activation_maximization import ActivationMaximization
+    except ImportError:
+        print("tf-keras-vis not installed (pip install -e '.[bench]'): its column is left out")
+        return None
+    import keras
+    import tensorflow as tf
+
+    from runner.layers import feature_model
+
+    cut = feature_model(network, [LAYER])
+    visualize = ActivationMaximization(cut, clone=False)
+    index = tf.constant(indices)
+
+    def score(output):  # one value per sample: sample i's filter i
+        return tf.linalg.diag_part(tf.reduce_mean(tf.gather(output, index, axis=-1), axis=[1, 2]))
+
+    def run():
+        seed = tf.random.uniform((len(indices), size, size, 3), 0, 255, seed=0)
+        visualize(score, seed_input=seed, steps=steps)
+
+    return run
+
+
+def _print(results: dict) -> None:
+    before, after = (f"{results[key][0]:.1f}" for key in ("load_average_before", "load_average_after"))
+    print(f"lucid recipe, MobileNetV2 {results['layer']}, {results['filters']} filters x {results['steps']} steps "
+          f"at {results['size']} px; 1-min load average {before} before, {after} after (2 cores)")
+    for name, seconds in results["seconds_per_filter"].items():
+        print(f"  {name:<16} {seconds:8.4f} s/filter")
+    print(f"  convlab batched vs tf-keras-vis: {results['speedup_vs_tf_keras_vis']:.2f}x; "
+          f"vs per-filter loop: {results['speedup_vs_per_filter']:.2f}x")
+    print(f"  batched {results['batched_gflops']:.1f} GFLOP/s of a {results['roofline_gflops']:.1f} GFLOP/s matmul "
+          f"roofline ({results['batched_gflops'] / results['roofline_gflops']:.2f})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=512)
+    parser.add_argument("--filters", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=2)
+    arguments = parser.parse_args()
+    _print(bench_featurevis(arguments.steps, arguments.filters, arguments.size, arguments.repeats))

@@ -1,0 +1,118 @@
+"""Transforms: ``transform(images, seed) -> images``, random, differentiable changes of a batch of pixel
+images at every step (Lucid's transformation robustness), drawn with stateless random ops from ``seed``
+(a ``[2]`` int tensor), so a compiled loop replays the same draws for the same seeds.
+
+One draw per call is shared by the whole batch (as in Lucid): an image's transforms do not depend on
+the other images, so a batch still climbs as its images would alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+Transform = Callable  # (images [b, h, w, c], seed [2]) -> images
+
+#: Lucid's standard_transforms: pad 12 (gray), jitter 8, scale 0.9..1.1, rotate -10..10 degrees, jitter 4
+GRAY = 127.5
+
+
+def pad(width: int, value: float = GRAY) -> Transform:
+    """``width`` pixels of ``value`` on every side (Lucid pads with 0.5 of its [0, 1] range: gray)."""
+    import tensorflow as tf
+
+    def transform(images, seed):
+        return tf.pad(images, [[0, 0], [width, width], [width, width], [0, 0]], constant_values=value)
+
+    return transform
+
+
+def jitter(pixels: int) -> Transform:
+    """Lucid's jitter: a random crop ``pixels - 1`` smaller on each axis (an offset of 0..pixels-1)."""
+    import tensorflow as tf
+
+    def transform(images, seed):
+        height, width = images.shape[1] - pixels + 1, images.shape[2] - pixels + 1
+        offset = tf.random.stateless_uniform([2], seed, 0, pixels, dtype=tf.int32)
+        return tf.slice(images, tf.stack([0, offset[0], offset[1], 0]), [-1, height, width, -1])
+
+    return transform
+
+
+def random_scale(low: float, high: float) -> Transform:
+    """A zoom about the centre by a factor drawn uniformly from [low, high], keeping the size (edge pixels
+    repeated where it zooms out)."""
+    import tensorflow as tf
+
+    def transform(images, seed):
+        factor = tf.random.stateless_uniform([], seed, low, high)
+        return _affine(images, factor, tf.constant(0.0))
+
+    return transform
+
+
+def random_rotate(degrees: float) -> Transform:
+    """A rotation about the centre by an angle drawn uniformly from [-degrees, degrees], keeping the size."""
+    import tensorflow as tf
+
+    def transform(images, seed):
+        angle = tf.random.stateless_uniform([], seed, -degrees, degrees) * (math.pi / 180)
+        return _affine(images, tf.constant(1.0), angle)
+
+    return transform
+
+
+def _affine(images, scale, angle):
+    """The image scaled by ``scale`` and rotated by ``angle`` (radians) about its centre, bilinear."""
+    import keras
+    import tensorflow as tf
+
+    height, width = images.shape[1:3]
+    center_x, center_y = (width - 1) / 2, (height - 1) / 2
+    # the transform maps each output pixel to the input pixel it samples: the inverse rotation and zoom
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    matrix = tf.stack([cos, -sin, center_x - cos * center_x + sin * center_y,
+                       sin, cos, center_y - sin * center_x - cos * center_y, 0.0, 0.0])
+    matrix = tf.tile(matrix[None], [tf.shape(images)[0], 1])
+    return keras.ops.image.affine_transform(images, matrix, interpolation="bilinear", fill_mode="nearest")
+
+
+def compose(transforms: Sequence[Transform]) -> Transform:
+    """The transforms in order, each with its own seed derived from ``seed``."""
+    import tensorflow as tf
+
+    def transform(images, seed):
+        seeds = tf.random.experimental.stateless_split(seed, max(len(transforms), 1))
+        for k, piece in enumerate(transforms):
+            images = piece(images, seeds[k])
+        return images
+
+    return transform
+
+
+def standard(pad_pixels: int = 12, jitter_pixels: int = 8, scale: tuple[float, float] | None = (0.9, 1.1),
+             rotate_degrees: float = 10, final_jitter_pixels: int = 4) -> Transform:
+    """Lucid's ``standard_transforms`` order, each piece left out at 0 (``scale=None``)."""
+    return compose(pieces(pad_pixels, jitter_pixels, scale, rotate_degrees, final_jitter_pixels))
+
+
+def pieces(pad_pixels: int, jitter_pixels: int, scale: tuple[float, float] | None, rotate_degrees: float,
+           final_jitter_pixels: int) -> list[Transform]:
+    """The pieces of ``standard`` that are switched on, in its order."""
+    chosen = []
+    if pad_pixels:
+        chosen.append(pad(pad_pixels))
+    if jitter_pixels > 1:
+        chosen.append(jitter(jitter_pixels))
+    if scale is not None and tuple(scale) != (1.0, 1.0):
+        chosen.append(random_scale(*scale))
+    if rotate_degrees:
+        chosen.append(random_rotate(rotate_degrees))
+    if final_jitter_pixels > 1:
+        chosen.append(jitter(final_jitter_pixels))
+    return chosen
+
+
+def size_change(pad_pixels: int, jitter_pixels: int, final_jitter_pixels: int) -> int:
+    """How many pixels ``standard`` adds to each side length (pad twice, each jitter crops pixels - 1)."""
+    return 2 * pad_pixels - max(jitter_pixels - 1, 0) - max(final_jitter_pixels - 1, 0)
