@@ -83,8 +83,8 @@ def pick_layer(model: "keras.Model", path: str | None = None, *, pooling: bool =
         shape = None if output is None else tuple(output.shape)
         raise ConvlabError(
             f"layer {path!r} outputs shape {shape}, not a (batch, height, width, channels) feature map: {purpose}",
-            fix=f"set {option} to a convolutional layer such as {', '.join(candidates[-3:])} "
-                f"(default: {candidates[-1]})",
+            fix=f"pick a layer with a 4-D output: {', '.join(candidates[-3:])} (in {option}; the default is "
+                f"the last one, {candidates[-1]})",
         )
     return path
 
