@@ -261,3 +261,23 @@ def test_a_mistyped_method_fails_at_compose_listing_the_methods():
     assert all(name in str(error.value) for name in METHODS)
     cfg = compose_config(["task=explain", "task/method=integrated_gradients", "task.method.baseline=blur"])
     assert cfg.task.method.steps == 32 and str(cfg.task.method.baseline) == "blur"
+
+
+# ----------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
+def test_cli_explain_runs_a_method_on_mobilenet_and_names_bad_input(run_cli, mlflow_client):
+    from tests.conftest import all_runs
+
+    run_cli("task=explain", "task/method=smoothgrad", "task.method.samples=2", "model=mobilenet_v2",
+            "dataset=photos")
+    proc = run_cli("task=explain", "task/method=saliency", "task.layer=out_relu", "model=mobilenet_v2",
+                   "dataset=photos", expect_ok=False)
+
+    ok, failed = sorted(all_runs(mlflow_client), key=lambda run: run.info.status != "FINISHED")
+    assert ok.info.status == "FINISHED" and ok.data.tags["explain.method"] == "smoothgrad"
+    assert ok.data.tags["predicted_class"] == "Egyptian cat" and "explain_seconds" in ok.data.metrics
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "saliency is an input-space method" in proc.stderr and "leave task.layer=null" in proc.stderr
+    assert failed.info.status == "FAILED"

@@ -109,6 +109,21 @@ class Engine:
             total = tf.reduce_sum(scores)
         return tape.gradient(total, images), scores
 
+    def input_pass(self, images, requested, model=None):
+        """Gradients of each image's chosen class score over the images, with the probabilities, targets and
+        scores, from one forward and one backward pass (the targets chosen from that same forward pass)."""
+        import tensorflow as tf
+
+        from runner.explain.targets import chosen_targets
+
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            _, probabilities, class_scores = self.forward(images, model)
+            targets = chosen_targets(requested, probabilities)
+            scores = tf.gather(class_scores, targets, batch_dims=1)
+            total = tf.reduce_sum(scores)
+        return tape.gradient(total, images), probabilities, targets, scores
+
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.gradient_model.outputs[0].shape[1:])
 

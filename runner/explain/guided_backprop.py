@@ -35,8 +35,8 @@ class GuidedBackprop(InputGradient):
     def compute(self, engine, images, requested):
         import tensorflow as tf
 
-        probabilities, targets, scores = self.first_pass(engine, images, requested)
-        gradients = self.guided_gradients(engine, images, targets)
+        # the guided clone computes the same outputs (only its gradients differ): one pass gives both
+        gradients, probabilities, targets, scores = engine.input_pass(images, requested, model=self.guided)
         return {"raw": tf.reduce_max(tf.abs(gradients), axis=-1), "signed": tf.reduce_sum(gradients, axis=-1),
                 "probabilities": probabilities, "targets": targets, "scores": scores}
 

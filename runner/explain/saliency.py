@@ -20,8 +20,7 @@ class Saliency(InputGradient):
     def compute(self, engine, images, requested):
         import tensorflow as tf
 
-        probabilities, targets, scores = self.first_pass(engine, images, requested)
-        gradients, _ = engine.input_gradients(images, targets)
+        gradients, probabilities, targets, scores = engine.input_pass(images, requested)
         return {"raw": tf.reduce_max(tf.abs(gradients), axis=-1), "signed": tf.reduce_sum(gradients, axis=-1),
                 "probabilities": probabilities, "targets": targets, "scores": scores}
 
