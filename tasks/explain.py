@@ -33,9 +33,12 @@ class Layout:
     """Where a run's artifacts and tags go: ``explain`` here, the book's names for ``task=gradcam``."""
 
     folder: str = "explain"
-    tag_prefix: str = "explain"
     map_suffix: str = "map"
     map_key: str = "map"
+    method_tag: str | None = "explain.method"
+    layer_tag: str = "explain.layer"
+    score_tag: str = "explain.score"
+    timing: bool = True  # log explain_seconds per image
 
 
 def run(*, model: ModelSpec, dataset, method: Method, layer: str | None, class_index: int | None,
@@ -67,10 +70,9 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
     _check_class_index(class_index, names)
     inputs = load_inputs(spec, network, dataset, images, split)
     batch = explainer(np.stack([item.model_input for item in inputs]), class_index)
-    prefix = layout.tag_prefix
-    tags = {f"{prefix}.layer": str(explainer.layer), f"{prefix}.class_score" if prefix == "gradcam" else
-            f"{prefix}.score": batch.score}
-    mlflow.set_tags({**tags, **({} if prefix == "gradcam" else {f"{prefix}.method": method.name})})
+    prefix = layout.folder
+    mlflow.set_tags({layout.layer_tag: str(explainer.layer), layout.score_tag: batch.score,
+                     **({layout.method_tag: method.name} if layout.method_tag else {})})
 
     predictions, seconds = [], batch.seconds / len(inputs)
     for index, item in enumerate(inputs):
@@ -78,7 +80,7 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
         target = int(batch.targets[index])
         _log_image(item, batch, index, alpha, layout)
         mlflow.log_metrics({"top1_prob": ranked[0]["probability"],
-                            **({} if prefix == "gradcam" else {"explain_seconds": seconds}),
+                            **({"explain_seconds": seconds} if layout.timing else {}),
                             **{f"{prefix}/{key}": float(value[index]) for key, value in batch.diagnostics.items()}},
                            step=index)
         predictions.append({"image": item.name, "top": ranked, "explained_class": target,

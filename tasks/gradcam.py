@@ -14,7 +14,8 @@ from runner.explain.targets import Score
 from runner.models.base import ModelSpec
 from tasks.explain import Layout, check_options, explain_photos
 
-BOOK = Layout(folder="gradcam", tag_prefix="gradcam", map_suffix="heatmap", map_key="heatmap")
+BOOK = Layout(folder="gradcam", map_suffix="heatmap", map_key="heatmap", method_tag=None, layer_tag="gradcam.layer",
+              score_tag="gradcam.class_score", timing=False)
 
 
 def run(*, model: ModelSpec, dataset, layer: str | None, class_index: int | None, score: str, alpha: float,
