@@ -70,6 +70,7 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
     _check_class_index(class_index, names)
     inputs = load_inputs(spec, network, dataset, images, split)
     batch = explainer(np.stack([item.model_input for item in inputs]), class_index)
+    _warn_incomplete(batch.diagnostics)
     prefix = layout.folder
     mlflow.set_tags({layout.layer_tag: str(explainer.layer), layout.score_tag: batch.score,
                      **({layout.method_tag: method.name} if layout.method_tag else {})})
@@ -95,6 +96,14 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
                                                                        for p in predictions]))}
     metrics.update({f"{prefix}/{key}": float(np.mean(value)) for key, value in batch.diagnostics.items()})
     return metrics
+
+
+def _warn_incomplete(diagnostics: dict[str, np.ndarray], tolerance: float = 0.01) -> None:
+    """Integrated Gradients: attributions that do not add up to the score difference mean too few steps."""
+    error = diagnostics.get("completeness_error")
+    if error is not None and float(np.max(error)) > tolerance:
+        log.warning("integrated gradients: the attributions miss S(x) - S(baseline) by up to %.1f %% (more "
+                    "than %.0f %%): raise task.method.steps", 100 * float(np.max(error)), 100 * tolerance)
 
 
 def _check_class_index(class_index: int | None, names: list[str]) -> None:
