@@ -11,7 +11,7 @@ after one untimed run (tracing):
 * tf-keras-vis 0.8.7 ``ActivationMaximization``, its defaults (Jitter 4 + Rotate2D 1 input modifiers,
   TotalVariation2D 1.0 + Norm regularizers, RMSprop 1.0), the same steps and size, all filters in one
   batch with one score per sample (its documented way to visualize several filters); optional
-  (``pip install -e '.[bench]'``), skipped without it.
+  (``pip install -e '.[crosscheck]'``), skipped without it.
 
 The figures are seconds per filter and their ratios; absolute seconds depend on the machine's load,
 which is printed beside them. The matmul roofline fraction counts the convolutions' forward + input
@@ -103,7 +103,7 @@ def _tf_keras_vis(network, indices, steps, size):
     try:
         from tf_keras_vis.activation_maximization import ActivationMaximization
     except ImportError:
-        print("tf-keras-vis not installed (pip install -e '.[bench]'): its column is left out")
+        print("tf-keras-vis not installed (pip install -e '.[crosscheck]'): its column is left out")
         return None
     import keras
     import tensorflow as tf

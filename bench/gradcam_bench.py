@@ -19,19 +19,19 @@ BATCHED_REPEATS = 3
 
 def bench_gradcam(images: int = 32) -> dict:
     """Images/s of both ways on the same ``images`` photos, and how far their heatmaps are apart."""
+    from runner.explain import Explainer
     from runner.models.mobilenet_v2 import MobileNetV2
-    from tasks.gradcam import _gradcam_function, _normalized
 
     spec = MobileNetV2()
     network = spec.build()
     batch = _photo_batch(spec, images)
 
     start = time.perf_counter()
-    gradcam, _ = _gradcam_function(network, LAYER, "probability", None)
+    gradcam = Explainer(network, "gradcam", LAYER)
     first = gradcam(batch)  # builds the gradient model and traces the compiled pass
     batched_first_s = time.perf_counter() - start
     batched_s = statistics.median(_seconds(lambda: gradcam(batch)) for _ in range(BATCHED_REPEATS))
-    batched_maps = np.stack([_normalized(heatmap, "bench") for heatmap in first.heatmaps])
+    batched_maps = first.maps
 
     start = time.perf_counter()
     loop_maps = np.stack([keras_io_make_gradcam_heatmap(image[None], network, LAYER) for image in batch])

@@ -43,8 +43,54 @@ def find_layer(model: "keras.Model", path: str) -> "keras.layers.Layer":
 
 def is_spatial(layer: "keras.layers.Layer") -> bool:
     """True for a layer whose output is a 4-D (batch, height, width, channels) feature map."""
-    shape = getattr(layer, "output", None)
-    return shape is not None and len(layer.output.shape) == 4
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):  # not called yet, or called on several inputs
+        return False
+    return output is not None and len(output.shape) == 4
+
+
+def is_feature_map(layer: "keras.layers.Layer", pooling: bool = False) -> bool:
+    """A spatial layer that computes features: not an input, not a nested model, and (unless ``pooling``)
+    not a pooling layer, whose output only resamples the features before it."""
+    import keras
+
+    if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
+        return False
+    return is_spatial(layer) and (pooling or "Pooling" not in type(layer).__name__)
+
+
+def feature_map_paths(model: "keras.Model", pooling: bool = False, nested: bool = True) -> list[str]:
+    """The paths of ``model``'s feature-map layers in call order (nested models descended into unless not
+    ``nested``)."""
+    paths = layer_paths(model) if nested else [layer.name for layer in model.layers]
+    return [path for path in paths if is_feature_map(find_layer(model, path), pooling)]
+
+
+def pick_layer(model: "keras.Model", path: str | None = None, *, pooling: bool = False, nested: bool = True,
+               purpose: str = "the attribution weights the channels of a spatial layer",
+               option: str = "task.layer") -> str:
+    """The one rule for choosing a feature map: ``path`` checked to be one, else the last one
+    (spatial, non-pooling unless ``pooling``, inside nested models unless not ``nested``)."""
+    candidates = feature_map_paths(model, pooling, nested)
+    if not candidates:
+        raise ConvlabError(f"model {model.name!r} has no layer with a (batch, height, width, channels) output",
+                           fix="pick a convolutional model")
+    if path is None:
+        return candidates[-1]
+    found = find_layer(model, path)
+    if not is_spatial(found):
+        output = getattr(found, "output", None)
+        shape = None if output is None else tuple(output.shape)
+        shown = ", ".join(candidates) if len(candidates) <= LISTED_LAYERS else closest(path, candidates, "4-D layers")
+        error = ConvlabError(
+            f"layer {path!r} outputs shape {shape}, not a (batch, height, width, channels) feature map: {purpose}",
+            fix=f"pick a layer with a 4-D output in {option} ({shown}); the default is the last one, "
+                f"{candidates[-1]}",
+        )
+        error.add_note(f"all {len(candidates)} layers with a 4-D output: {', '.join(candidates)}")
+        raise error
+    return path
 
 
 def feature_model(model: "keras.Model", paths: list[str], include_output: bool = False,

@@ -427,6 +427,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "tracking": {"local": TrackingConfig, "server": ServerTrackingConfig},
 }
 
+# task=explain and its task/method group: schemas derived from runner.explain's methods (no TensorFlow)
+from runner.explain.schema import explain_schemas  # noqa: E402
+
+for _group, _entries in explain_schemas().items():
+    SCHEMAS.setdefault(_group, {}).update(_entries)
+
 
 def quick_or_full(quick_value: Any, full_value: Any, *, _root_: Any) -> Any:
     """``${quick:1,30}``: 1 when the top-level ``quick=true``, else 30 (presets shrink to CI size)."""

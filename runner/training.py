@@ -34,8 +34,9 @@ def loss_for(name: str, network: "keras.Model") -> str:
     """``auto``: binary cross-entropy for one sigmoid output, else sparse categorical cross-entropy."""
     if name != "auto":
         return name
-    units = network.output_shape[-1]
-    return "binary_crossentropy" if units == 1 else "sparse_categorical_crossentropy"
+    from runner.explain.targets import is_binary
+
+    return "binary_crossentropy" if is_binary(network.output_shape[-1]) else "sparse_categorical_crossentropy"
 
 
 def augmentation_layers(flip: str | None, rotation: float, zoom: float, translation: float, shear: float,

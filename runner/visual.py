@@ -79,3 +79,72 @@ def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
     return np.repeat(image[..., :1], channels, axis=-1)
+
+
+# ------------------------------------------------------------------------------------- pictures of maps
+
+
+def class_names(spec: ModelSpec, dataset, count: int) -> list[str]:
+    """The model's names (ImageNet, a trained run's), else the dataset's, else ``class <i>``."""
+    for names in (spec.class_names, getattr(dataset, "class_names", None)):
+        if names and len(names) == count:
+            return list(names)
+    return [f"class {index}" for index in range(count)]
+
+
+def rgb(image: np.ndarray) -> np.ndarray:
+    """An image as 3 channels (gray repeated; an alpha channel dropped)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+
+
+def jet(heatmap: np.ndarray) -> np.ndarray:
+    """A [0, 1] map in the JET colormap, uint8 RGB."""
+    import cv2
+
+    colored = cv2.applyColorMap(np.uint8(np.round(255 * np.clip(heatmap, 0.0, 1.0))), cv2.COLORMAP_JET)
+    return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+
+
+def overlay(original: np.ndarray, heatmap: np.ndarray, crop: CropBox, alpha: float) -> np.ndarray:
+    """The book's picture at the original resolution: the JET heatmap blended at ``alpha`` over the region
+    the model saw (outlined when that is not the whole photo)."""
+    import cv2
+
+    picture = rgb(original).copy()
+    height, width = crop.bottom - crop.top, crop.right - crop.left
+    colored = jet(cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR))
+    region = picture[crop.top:crop.bottom, crop.left:crop.right]
+    picture[crop.top:crop.bottom, crop.left:crop.right] = cv2.addWeighted(colored, alpha, region, 1.0 - alpha, 0.0)
+    if (crop.top, crop.left, crop.bottom, crop.right) != (0, 0, *original.shape[:2]):
+        thickness = max(1, round(min(original.shape[:2]) / 150))
+        cv2.rectangle(picture, (crop.left, crop.top), (crop.right - 1, crop.bottom - 1), (255, 255, 255), thickness)
+    return picture
+
+
+def map_picture(heatmap: np.ndarray, crop: CropBox, colormap: str = "jet") -> np.ndarray:
+    """A map's cells (as the book's matshow) at the size of the crop box: JET colours, or ``gray``
+    (an input-space magnitude, as the saliency papers show it)."""
+    import cv2
+
+    size = (crop.right - crop.left, crop.bottom - crop.top)
+    resized = cv2.resize(heatmap, size, interpolation=cv2.INTER_NEAREST)
+    return jet(resized) if colormap == "jet" else np.uint8(np.round(255 * np.clip(resized, 0.0, 1.0)))
+
+
+def diverging_picture(signed: np.ndarray, crop: CropBox) -> np.ndarray:
+    """A signed map at the crop box's size, blue (negative) - white (0) - red (positive), scaled by its peak
+    magnitude."""
+    import cv2
+    from matplotlib import colormaps
+
+    peak = float(np.abs(signed).max())
+    scaled = 0.5 + 0.5 * signed / peak if peak > 0 else np.full_like(signed, 0.5)
+    size = (crop.right - crop.left, crop.bottom - crop.top)
+    resized = cv2.resize(scaled.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+    return np.uint8(np.round(255 * colormaps["bwr"](resized)[..., :3]))
+
+
+def box_list(crop: CropBox) -> list[int]:
+    return [crop.top, crop.left, crop.bottom, crop.right]

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 
 from runner.errors import ConvlabError
-from runner.layers import LISTED_LAYERS, SEPARATOR, closest, feature_model, find_layer, is_spatial, layer_paths
+from runner.layers import SEPARATOR, feature_model, find_layer, is_spatial, layer_paths, pick_layer
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
 from runner.visual import VisualInput, build_model, load_inputs
@@ -88,19 +88,7 @@ def _is_conv_or_pool(layer: "keras.layers.Layer") -> bool:
 
 
 def _check_spatial(network: "keras.Model", path: str) -> None:
-    layer = find_layer(network, path)
-    if not is_spatial(layer):
-        spatial = [candidate for candidate in layer_paths(network) if is_spatial(find_layer(network, candidate))]
-        output = getattr(layer, "output", None)
-        shape = None if output is None else tuple(output.shape)
-        error = ConvlabError(
-            f"layer {path!r} outputs shape {shape}, not a (batch, height, width, channels) feature map "
-            "with channels to show",
-            fix=f"pick a layer with a 4-D output: "
-                + (', '.join(spatial) if len(spatial) <= LISTED_LAYERS else closest(path, spatial, "4-D layers")),
-        )
-        error.add_note(f"all {len(spatial)} layers with a 4-D output: {', '.join(spatial)}")
-        raise error
+    pick_layer(network, path, pooling=True, purpose="it has no channels to show", option="task.layers")
 
 
 def _layer_activations(network: "keras.Model", paths: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:

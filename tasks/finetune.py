@@ -50,7 +50,8 @@ from runner import plots, training
 from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
-from runner.layers import unknown_layer
+from runner.explain.targets import is_binary, output_units
+from runner.layers import feature_map_paths, is_spatial, pick_layer, unknown_layer
 from runner.models.base import ModelSpec
 from runner.schema import FinetuneMode, Pooling
 from runner.tracking import log_keras_model
@@ -196,7 +197,7 @@ def _reused_classifier(network: "keras.Model", base: "keras.Model", dataset: Ima
             fix="set dataset.image_size to the size that run used",
         )
     outputs = network.output_shape[-1]
-    if outputs != (1 if dataset.num_classes == 2 else dataset.num_classes):
+    if outputs != output_units(dataset.num_classes):
         raise ConvlabError(
             f"the model from model=from_run has {outputs} output(s), the dataset has {dataset.num_classes} classes",
             fix="fine-tune it on the dataset it was trained on, or set task.cut_layer to put a new head on its base",
@@ -207,15 +208,12 @@ def _reused_classifier(network: "keras.Model", base: "keras.Model", dataset: Ima
 
 
 def last_feature_map(model: "keras.Model") -> str:
-    """The name of the last layer with a 4-D (batch, height, width, channels) output."""
-    for layer in reversed(model.layers):
-        try:
-            if len(layer.output.shape) == 4:
-                return layer.name
-        except (AttributeError, ValueError):
-            continue
-    raise ConvlabError(f"model {model.name!r} has no layer with a 4-D feature map to use as a conv base",
-                       fix="pick a convolutional model: model=mobilenet_v2, model=vgg16, model=vgg16_hed, ...")
+    """The name of the last layer with a 4-D (batch, height, width, channels) output, pooling included
+    (VGG16's block5_pool): runner.layers.pick_layer's rule, on ``model``'s own layers."""
+    if not feature_map_paths(model, pooling=True, nested=False):
+        raise ConvlabError(f"model {model.name!r} has no layer with a 4-D feature map to use as a conv base",
+                           fix="pick a convolutional model: model=mobilenet_v2, model=vgg16, model=vgg16_hed, ...")
+    return pick_layer(model, None, pooling=True, nested=False)
 
 
 def cut(model: "keras.Model", layer_name: str | None, name: str) -> "keras.Model":
@@ -228,20 +226,13 @@ def cut(model: "keras.Model", layer_name: str | None, name: str) -> "keras.Model
     try:
         layer = model.get_layer(layer_name)
     except ValueError:
-        spatial = [layer.name for layer in model.layers if _is_spatial(layer)]
+        spatial = [layer.name for layer in model.layers if is_spatial(layer)]
         raise unknown_layer(f"model {model.name!r} has no layer {layer_name!r} to cut at", layer_name, spatial,
                             fix="set task.cut_layer to one of those, or null", kind="feature maps") from None
-    if not _is_spatial(layer):
+    if not is_spatial(layer):
         raise ConvlabError(f"layer {layer_name!r} of {model.name!r} is not a 4-D feature map",
                            fix="set task.cut_layer to a convolution, activation or pooling layer, or null")
     return keras.Model(model.inputs, layer.output, name=name)
-
-
-def _is_spatial(layer) -> bool:
-    try:
-        return len(layer.output.shape) == 4
-    except (AttributeError, ValueError):
-        return False
 
 
 def _input_pipeline(base: "keras.Model", dataset: ImageDataset):
@@ -275,7 +266,7 @@ def head_layers(head: Mapping[str, Any], num_classes: int) -> list["keras.layers
         stack.append(layers.Dense(head["units"], activation="relu", name="head_dense"))
         if head["dropout"]:
             stack.append(layers.Dropout(head["dropout"], name="head_dropout"))
-    if num_classes == 2:
+    if is_binary(output_units(num_classes)):
         stack.append(layers.Dense(1, activation="sigmoid", name="predictions"))
     else:
         stack.append(layers.Dense(num_classes, activation="softmax", name="predictions"))

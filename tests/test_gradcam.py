@@ -13,7 +13,8 @@ import pytest
 import skimage.data
 
 from runner.errors import ConvlabError
-from runner.layers import feature_model
+from runner.explain import explain
+from runner.layers import feature_model, pick_layer
 from runner.models.base import ModelSpec
 from runner.models.mobilenet_v2 import MobileNetV2
 from tasks import gradcam
@@ -126,8 +127,8 @@ def heat_from_overlay(overlay: np.ndarray, original: np.ndarray, alpha: float) -
 
 
 def maps(network, layer, score, class_index, images):
-    batch = gradcam._gradcam_function(network, layer, score, class_index)[0](np.asarray(images, np.float32))
-    return batch, np.stack([gradcam._normalized(h, "test") for h in batch.heatmaps])
+    batch = explain(network, np.asarray(images, np.float32), "gradcam", layer, class_index, score)
+    return batch, batch.maps
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +164,7 @@ def test_each_image_heatmap_covers_the_quadrant_its_top1_class_reads_in_one_batc
         row, col = divmod(quadrant, 2)
         images[quadrant, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] = 200.0
 
-    batch, heatmaps = maps(network, gradcam._target_layer(network, None), "probability", None, images)
+    batch, heatmaps = maps(network, pick_layer(network, None), "probability", None, images)
 
     assert batch.targets.tolist() == [0, 1, 2, 3]
     for quadrant in range(4):
@@ -174,9 +175,9 @@ def test_each_image_heatmap_covers_the_quadrant_its_top1_class_reads_in_one_batc
 
 
 def test_default_layer_is_the_last_spatial_non_pooling_one(mobilenet):
-    assert gradcam._target_layer(quadrant_model(), None) == "quadrants"
-    assert gradcam._target_layer(mobilenet, None) == "out_relu"
-    assert gradcam._target_layer(book_finetuning_model("functional"), None) == "conv_base/conv_2"
+    assert pick_layer(quadrant_model(), None) == "quadrants"
+    assert pick_layer(mobilenet, None) == "out_relu"
+    assert pick_layer(book_finetuning_model("functional"), None) == "conv_base/conv_2"
 
 
 # --------------------------------------------------------------------------- (b) nested sub-models
@@ -227,7 +228,7 @@ def test_nested_layer_gradcam_equals_an_eager_layer_by_layer_reference():
         score = x[0, 0]
     weights = tf.reduce_mean(tape.gradient(score, features), axis=(0, 1, 2))
     reference = tf.reduce_sum(features[0] * weights, axis=-1).numpy()
-    np.testing.assert_allclose(batch.heatmaps[0], reference, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(batch.raw[0], reference, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("outer", ["functional", "sequential"])
@@ -240,7 +241,7 @@ def test_sigmoid_head_gives_two_class_probabilities_and_opposite_maps(outer):
         cats, _ = maps(model, "conv_base/conv_2", score, 0, image)
         dogs, _ = maps(model, "conv_base/conv_2", score, 1, image)
         np.testing.assert_allclose(cats.probabilities[0], [1 - p, p], rtol=1e-5)
-        np.testing.assert_allclose(cats.heatmaps, -dogs.heatmaps, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(cats.raw, -dogs.raw, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(dogs.scores[0], np.log(p / (1 - p)), rtol=1e-3)  # the logit of the last loop
 
 
@@ -341,10 +342,10 @@ def test_a_map_without_positive_evidence_is_all_zeros_with_a_warning(case, caplo
     network = quadrant_model(sign=-1.0 if case == "negative weights" else 1.0)
     image = np.full((1, 32, 32, 3), 0.0 if case == "black image" else 150.0, np.float32)
 
-    with caplog.at_level(logging.WARNING, logger="tasks.gradcam"):
+    with caplog.at_level(logging.WARNING, logger="runner.explain"):
         batch, heatmaps = maps(network, "quadrants", "logit", 0, image)
 
-    assert batch.heatmaps.max() <= 0.0
+    assert batch.raw.max() <= 0.0
     assert np.isfinite(heatmaps).all() and (heatmaps == 0).all()
     assert "<= 0 everywhere" in caplog.text
 
@@ -376,8 +377,8 @@ def test_logit_of_a_folded_softmax_is_the_linear_part_of_its_dense():
     kernel, bias = dense.get_weights()
     penultimate = feature_model(folded, ["gap"]).predict(images, verbose=0)
     np.testing.assert_allclose(from_folded.scores, (penultimate @ kernel + bias)[:, 2], rtol=1e-5)
-    np.testing.assert_allclose(from_folded.heatmaps, from_separate.heatmaps, rtol=1e-5, atol=1e-9)
-    assert "linear part of 'predictions'" in gradcam._gradcam_function(folded, "quadrants", "logit", 2)[1]
+    np.testing.assert_allclose(from_folded.raw, from_separate.raw, rtol=1e-5, atol=1e-9)
+    assert "linear part of 'predictions'" in from_folded.score
 
 
 # ------------------------------------------------------------------------------- (g) bad input

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from runner.errors import ConvlabError
+from runner.explain.targets import is_binary, output_units
 from runner.models.base import ModelSpec
 
 #: smallest input side for which four (3x3 valid conv + 2x2 pool) stages leave a feature map
@@ -44,6 +45,6 @@ def classifier_head(num_classes: int):
     """One sigmoid unit for two classes (the book's binary head), else a softmax over the classes."""
     from keras import layers
 
-    if num_classes == 2:
+    if is_binary(output_units(num_classes)):
         return layers.Dense(1, activation="sigmoid", name="predictions")
     return layers.Dense(num_classes, activation="softmax", name="predictions")

@@ -1,0 +1,145 @@
+"""Model surgery for attribution, on copies or new graphs only: the user's model is never modified.
+
+* :func:`logit_head`: the output layer's linear part (the logits), tapped in place of the output layer by
+  ``runner.layers.feature_model(replace=...)`` on the inputs the output layer receives. No private
+  ``_keras_history`` access: the replacement is called on whatever tensor the model feeds its head.
+* :func:`guided_clone`: a clone whose ReLUs pass back only positive gradients (guided backpropagation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from runner.errors import ConvlabError
+
+HEAD_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+@dataclass
+class LogitHead:
+    path: str  # the output layer
+    replacement: keras.layers.Layer  # computes the logits from the output layer's input
+    description: str
+
+
+def activation_name(layer: keras.layers.Layer) -> str | None:
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
+def output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that computes the model's output."""
+    return model.layers[-1]
+
+
+def is_probability_head(model: keras.Model) -> bool:
+    return activation_name(output_layer(model)) in HEAD_ACTIVATIONS
+
+
+def logit_head(model: keras.Model) -> LogitHead:
+    """A separate softmax/sigmoid Activation gets the logits as input (MobileNetV2's ``logits``): an identity
+    in its place taps them; a Dense with the activation folded in gets its linear part, with its weights."""
+    head = output_layer(model)
+    if activation_name(head) not in HEAD_ACTIVATIONS or not isinstance(head, (keras.layers.Activation,
+                                                                            keras.layers.Dense)):
+        raise ConvlabError(
+            f"task.score=logit needs a softmax or sigmoid output layer; {model.name!r} ends with "
+            f"{type(head).__name__} {head.name!r} (activation {activation_name(head)})",
+            fix="use task.score=probability",
+        )
+    if isinstance(head, keras.layers.Dense):
+        return LogitHead(head.name, LinearPart(head),
+                         f"logit: linear part of {head.name!r} (its input @ kernel + bias)")
+    return LogitHead(head.name, keras.layers.Identity(name=f"{head.name}_input"),
+                     f"logit: input of {head.name!r} ({activation_name(head)})")
+
+
+class LinearPart(keras.layers.Layer):
+    """``x @ kernel + bias`` of a Dense layer, sharing its weights (its activation left out)."""
+
+    def __init__(self, dense: keras.layers.Dense):
+        super().__init__(name=f"{dense.name}_linear")
+        self.dense = dense
+
+    def call(self, x):
+        z = keras.ops.matmul(x, self.dense.kernel)
+        return z if self.dense.bias is None else z + self.dense.bias
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.dense.units)
+
+
+# ----------------------------------------------------------------------------------- guided backprop
+
+
+class GuidedActivation(keras.layers.Layer):
+    """``activation(x)`` forward; backward, the activation's own gradient of the upstream gradient's positive
+    part only (Springenberg et al. 2015): ``dx = f'(x) * max(dy, 0)``. Keeps the replaced layer's name."""
+
+    def __init__(self, activation, name: str):
+        super().__init__(name=name)
+        self.activation = activation
+
+    def call(self, x):
+        @tf.custom_gradient
+        def guided(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = self.activation(x)
+
+            def gradient(dy):
+                return tape.gradient(y, x, output_gradients=tf.nn.relu(dy))
+
+            return y, gradient
+
+        return guided(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _is_relu_layer(layer) -> bool:
+    return isinstance(layer, keras.layers.ReLU) or (isinstance(layer, keras.layers.Activation)
+                                                    and activation_name(layer) in ("relu", "relu6"))
+
+
+def _has_folded_relu(layer) -> bool:
+    return not isinstance(layer, keras.layers.Activation) and activation_name(layer) in ("relu", "relu6")
+
+
+def _without_activation(layer):
+    """A copy of ``layer`` with a linear activation, built with ``layer``'s weights (copied)."""
+    config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_linear"}
+    copy = layer.__class__.from_config(config)
+    copy.build(layer.input.shape)
+    copy.set_weights(layer.get_weights())
+    return copy
+
+
+def guided_clone(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` whose ReLUs are guided; every other layer is ``model``'s own (weights shared)."""
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return guided_clone(layer)
+        if _is_relu_layer(layer):
+            return GuidedActivation(layer, layer.name)
+        if _has_folded_relu(layer):
+            linear, relu = _without_activation(layer), layer.activation
+            return _Sequenced(linear, GuidedActivation(relu, f"{layer.name}_relu"), layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+class _Sequenced(keras.layers.Layer):
+    def __init__(self, first, second, name: str):
+        super().__init__(name=name)
+        self.first, self.second = first, second
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+    def compute_output_shape(self, input_shape):
+        return self.first.compute_output_shape(input_shape)

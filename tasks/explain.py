@@ -1,0 +1,126 @@
+"""Task `explain`: attribution maps of a model's classes over the photos, one method of runner.explain.
+
+``convlab task=explain task/method=scorecam``; ``task=gradcam`` is the book's 5.4.3 (this task's Grad-CAM
+with the book's artifact names). Per image: the overlay on the photo (on the crop box the model saw), the
+map's picture (input-space methods: gray magnitude and the signed map in a diverging colormap) and
+``explain/<image>.npz`` (raw map, normalized map, class, probabilities, crop box). Tags: method, layer,
+score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics. Returns the
+metrics as a dict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+
+from runner.errors import ConvlabError
+from runner.explain import Explainer
+from runner.explain.base import Method
+from runner.explain.targets import Score, class_count, top_classes
+from runner.models.base import ModelSpec
+from runner.tracking import log_npz
+from runner.visual import (VisualInput, box_list, build_model, class_names, diverging_picture, load_inputs,
+                           map_picture, overlay)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's artifacts and tags go: ``explain`` here, the book's names for ``task=gradcam``."""
+
+    folder: str = "explain"
+    map_suffix: str = "map"
+    map_key: str = "map"
+    method_tag: str | None = "explain.method"
+    layer_tag: str = "explain.layer"
+    score_tag: str = "explain.score"
+    timing: bool = True  # log explain_seconds per image
+
+
+def run(*, model: ModelSpec, dataset, method: Method, layer: str | None, class_index: int | None,
+        score: Score | str, alpha: float, top: int, images: int, split: str) -> dict[str, float]:
+    check_options(method, layer, alpha, top)
+    return explain_photos(model, dataset, method, layer=layer, class_index=class_index, score=score, alpha=alpha,
+                          top=top, images=images, split=split, layout=Layout())
+
+
+def check_options(method: Method, layer: str | None, alpha: float, top: int) -> None:
+    """What the values alone decide, before a model is built."""
+    if method.space == "input" and layer is not None:
+        raise ConvlabError(f"{method.name} is an input-space method: it explains pixels, not the channels of a "
+                           f"layer (task.layer={layer!r})", fix="leave task.layer=null, or pick a CAM method")
+    method.validate()
+    if not 0.0 <= alpha <= 1.0:
+        raise ConvlabError(f"task.alpha={alpha} is outside [0, 1]",
+                           fix="use e.g. task.alpha=0.4 (the heatmap's weight in the overlay)")
+    if top < 1:
+        raise ConvlabError(f"task.top={top} shows no class", fix="use task.top=1 or more")
+
+
+def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | None, class_index: int | None,
+                   score: Score | str, alpha: float, top: int, images: int, split: str,
+                   layout: Layout) -> dict[str, float]:
+    network = build_model(spec, dataset)
+    explainer = Explainer(network, method, layer, score)
+    names = class_names(spec, dataset, class_count(network.output_shape[-1]))
+    _check_class_index(class_index, names)
+    inputs = load_inputs(spec, network, dataset, images, split)
+    batch = explainer(np.stack([item.model_input for item in inputs]), class_index)
+    _warn_incomplete(batch.diagnostics)
+    prefix = layout.folder
+    mlflow.set_tags({layout.layer_tag: str(explainer.layer), layout.score_tag: batch.score,
+                     **({layout.method_tag: method.name} if layout.method_tag else {})})
+
+    predictions, seconds = [], batch.seconds / len(inputs)
+    for index, item in enumerate(inputs):
+        ranked = top_classes(batch.probabilities[index], names, top)
+        target = int(batch.targets[index])
+        _log_image(item, batch, index, alpha, layout)
+        mlflow.log_metrics({"top1_prob": ranked[0]["probability"],
+                            **({"explain_seconds": seconds} if layout.timing else {}),
+                            **{f"{prefix}/{key}": float(value[index]) for key, value in batch.diagnostics.items()}},
+                           step=index)
+        predictions.append({"image": item.name, "top": ranked, "explained_class": target,
+                            "explained_class_name": names[target], "crop_box": box_list(item.crop)})
+        where = f" at {explainer.layer}" if explainer.layer else ""
+        print(f"[convlab] {item.name}: " + ", ".join(f"{c['name']} {c['probability']:.3f}" for c in ranked)
+              + f"; {method.name} map of {names[target]!r}{where}")
+    mlflow.set_tag("predicted_class", predictions[0]["top"][0]["name"])
+    mlflow.log_dict({"method": method.name, "layer": explainer.layer, "class_score": batch.score,
+                     "images": predictions}, f"{layout.folder}/predictions.json")
+    metrics = {"explain_seconds": seconds, "top1_prob": float(np.mean([p["top"][0]["probability"]
+                                                                       for p in predictions]))}
+    metrics.update({f"{prefix}/{key}": float(np.mean(value)) for key, value in batch.diagnostics.items()})
+    return metrics
+
+
+def _warn_incomplete(diagnostics: dict[str, np.ndarray], tolerance: float = 0.01) -> None:
+    """Integrated Gradients: attributions that do not add up to the score difference mean too few steps."""
+    error = diagnostics.get("completeness_error")
+    if error is not None and float(np.max(error)) > tolerance:
+        log.warning("integrated gradients: the attributions miss S(x) - S(baseline) by up to %.1f %% (more "
+                    "than %.0f %%): raise task.method.steps", 100 * float(np.max(error)), 100 * tolerance)
+
+
+def _check_class_index(class_index: int | None, names: list[str]) -> None:
+    if class_index is not None and not 0 <= class_index < len(names):
+        raise ConvlabError(f"task.class_index={class_index} is out of range: the model has {len(names)} "
+                           f"classes (0..{len(names) - 1})",
+                           fix="pick an index in that range, or task.class_index=null for each image's top-1 class")
+
+
+def _log_image(item: VisualInput, batch, index: int, alpha: float, layout: Layout) -> None:
+    heatmap = batch.maps[index]
+    folder = layout.folder
+    mlflow.log_image(overlay(item.original, heatmap, item.crop, alpha), f"{folder}/{item.name}_overlay.png")
+    colormap = "jet" if batch.signed is None else "gray"
+    mlflow.log_image(map_picture(heatmap, item.crop, colormap), f"{folder}/{item.name}_{layout.map_suffix}.png")
+    if batch.signed is not None:
+        mlflow.log_image(diverging_picture(batch.signed[index], item.crop), f"{folder}/{item.name}_signed.png")
+    log_npz(f"{folder}/{item.name}.npz", **{layout.map_key: heatmap}, raw=batch.raw[index].astype(np.float32),
+            class_index=np.int64(batch.targets[index]), probabilities=batch.probabilities[index].astype(np.float32),
+            crop_box=np.asarray(box_list(item.crop)))
