@@ -85,8 +85,8 @@ def pick_layer(model: "keras.Model", path: str | None = None, *, pooling: bool =
         shown = ", ".join(candidates) if len(candidates) <= LISTED_LAYERS else closest(path, candidates, "4-D layers")
         error = ConvlabError(
             f"layer {path!r} outputs shape {shape}, not a (batch, height, width, channels) feature map: {purpose}",
-            fix=f"pick a layer with a 4-D output in {option} ({shown}); the default is the last one, "
-                f"{candidates[-1]}",
+            fix=f"pick a layer with a 4-D output: {shown} (in {option}; the default is the last one, "
+                f"{candidates[-1]})",
         )
         error.add_note(f"all {len(candidates)} layers with a 4-D output: {', '.join(candidates)}")
         raise error
