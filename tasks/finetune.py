@@ -105,7 +105,7 @@ def run(
     else:
         train = dataset.split("train")
         if augment:
-            augmenter = training.augmentation_layers(**augmentation)
+            augmenter = training.augmentation_layer(**augmentation)
             mlflow.log_figure(plots.augmentation_grid(train, augmenter, augmentation_samples),
                               "plots/augmentation.png")
             train = training.augmented(train, augmenter)

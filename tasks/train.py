@@ -41,7 +41,7 @@ def run(
     if steps_per_epoch:  # like the book's looping generator: an epoch is steps_per_epoch batches, not one pass
         train = train.repeat()
     if augment:
-        augmenter = training.augmentation_layers(**augmentation)
+        augmenter = training.augmentation_layer(**augmentation)
         mlflow.log_figure(plots.augmentation_grid(train, augmenter, augmentation_samples), "plots/augmentation.png")
         train = training.augmented(train, augmenter)
 
