@@ -155,6 +155,7 @@ class ActivationsConfig:
     images_per_row: int = 16
     images: int = 1  # images taken from a dataset split (dataset=photos: every photo)
     split: str = "test"
+    max_channels_drawn: Optional[int] = 64  # a grid draws the most varying ones; None: all (the .npz has all)
 
 
 @dataclass
