@@ -230,6 +230,7 @@ class FinetuneConfig:
     augmentation_samples: int = 9
     steps_per_epoch: Optional[int] = None
     feature_cache: bool = True  # mode=features: reuse the base's outputs from <cache>/features
+    feature_cache_max_gb: Optional[float] = 20.0  # least recently used files deleted beyond it; None: no cap
     cache_dir: Optional[str] = "${cache_dir}"
 
 
