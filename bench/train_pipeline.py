@@ -148,14 +148,18 @@ def bench(steps: int = 30, rounds: int = 2, skip: int = 5, only: list[str] | Non
     speeds = {name: 0.0 for name in feeds}
     inputs = {name: 0.0 for name in feeds if name != "bare_keras"}
     roofline = 0.0
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for name, feed in feeds.items():
             clock = BatchClock()
             args, kwargs = feed()
             models[name].fit(*args, **kwargs, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
-            speeds[name] = max(speeds[name], images_per_second(clock.stamps, skip))
+            speed = images_per_second(clock.stamps, skip)
+            speeds[name] = max(speeds[name], speed)
+            print(f"  round {round_ + 1}: {name} trains {speed:.1f} img/s (load {os.getloadavg()[0]:.1f})", flush=True)
         for name in inputs:
-            inputs[name] = max(inputs[name], _input_alone(feeds[name]()[0][0], steps, skip))
+            speed = _input_alone(feeds[name]()[0][0], steps, skip)
+            inputs[name] = max(inputs[name], speed)
+            print(f"  round {round_ + 1}: {name} input alone {speed:.1f} img/s", flush=True)
         roofline = max(roofline, _matmul_gflops())
     flops = training_flops_per_image(next(iter(models.values())))
     results.update(images_per_s=speeds, input_alone_images_per_s=inputs, matmul_gflops=roofline,
