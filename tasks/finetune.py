@@ -375,8 +375,7 @@ def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, A
     network = parts.network
     for layer in head_model.layers[1:]:
         network.get_layer(layer.name).set_weights(layer.get_weights())
-    _compile(network, head, loss)
-    network.optimizer.build(network.trainable_variables)  # saved with its slots: loads without a warning
+    _compile(network, head, loss)  # logged without optimizer slots (log_keras_model); loads compiled
     return network
 
 
