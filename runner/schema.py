@@ -235,6 +235,7 @@ class ActivationsConfig:
     images_per_row: int = bounded(16, ge=1)
     images: int = bounded(1, ge=1)  # images taken from a dataset split (dataset=photos: every photo)
     split: Split = Split.test
+    max_channels_drawn: Optional[int] = 64  # a grid draws the most varying ones; None: all (the .npz has all)
 
 
 class FiltersObjective(str, Enum):
@@ -358,6 +359,7 @@ class FinetuneConfig:
     augmentation_samples: int = bounded(9, ge=1)
     steps_per_epoch: Optional[int] = bounded(None, ge=1)
     feature_cache: bool = True  # mode=features: reuse the base's outputs from <cache>/features
+    feature_cache_max_gb: Optional[float] = 20.0  # least recently used files deleted beyond it; None: no cap
     cache_dir: Optional[str] = "${cache_dir}"
 
 

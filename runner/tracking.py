@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -229,14 +230,33 @@ def log_npz(artifact_file: str, **arrays) -> None:
         mlflow.log_artifact(str(local), None if directory == "." else directory)
 
 
-def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model") -> None:
-    """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``."""
-    with tempfile.TemporaryDirectory() as tmp:
+def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model",
+                    with_optimizer: bool = False) -> None:
+    """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``.
+
+    Without ``with_optimizer`` the optimizer's slots are left out (RMSprop's double a Flatten head's size):
+    the model loads compiled, and training it on starts a fresh optimizer with the same settings.
+    """
+    with tempfile.TemporaryDirectory() as tmp, _fresh_optimizer(model, keep=with_optimizer):
         model.save(Path(tmp) / "model.keras")
         if class_names is not None:
             (Path(tmp) / "class_names.json").write_text(json.dumps(list(class_names)))
         mlflow.log_artifacts(tmp, artifact_path)
     mlflow.set_tag(MODEL_TAG, "true")
+
+
+@contextlib.contextmanager
+def _fresh_optimizer(model, keep: bool) -> Iterator[None]:
+    """``model`` with an unbuilt copy of its optimizer (no slot variables) for the time of a save."""
+    trained = getattr(model, "optimizer", None)
+    if keep or trained is None:
+        yield
+        return
+    model.optimizer = type(trained).from_config(trained.get_config())
+    try:
+        yield
+    finally:
+        model.optimizer = trained
 
 
 def download_keras_model(uri: str) -> Path:
@@ -258,7 +278,9 @@ def load_keras_model(uri: str):
     model_file = download_keras_model(uri)
     names_file = model_file.with_name("class_names.json")
     class_names = json.loads(names_file.read_text()) if names_file.exists() else None
-    return keras.models.load_model(model_file), class_names
+    with warnings.catch_warnings():  # a model logged without its optimizer's slots (log_keras_model)
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return keras.models.load_model(model_file), class_names
 
 
 CHECKPOINT_DIR = "checkpoints"

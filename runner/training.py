@@ -1,5 +1,5 @@
 """Training pieces shared by the tasks that fit a model (``train``, ``finetune``): optimizer and loss by
-name, the book's augmentation as Keras layers, per-epoch MLflow metrics over several phases, curves and
+name, the book's augmentation as a Keras layer, per-epoch MLflow metrics over several phases, curves and
 parameter counts.
 """
 
@@ -39,28 +39,17 @@ def loss_for(name: str, network: "keras.Model") -> str:
     return "binary_crossentropy" if is_binary(network.output_shape[-1]) else "sparse_categorical_crossentropy"
 
 
-def augmentation_layers(flip: str | None, rotation: float, zoom: float, translation: float, shear: float,
-                        fill_mode: str = "nearest"):
+def augmentation_layer(flip: str | None, rotation: float, zoom: float, translation: float, shear: float,
+                       fill_mode: str = "nearest", seed: int | None = None) -> "keras.layers.Layer":
     """The book's ImageDataGenerator(rotation_range=40, width/height_shift_range=0.2, shear_range=0.2,
-    zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") as Keras preprocessing layers, in their
-    units: ``rotation`` a fraction of a full turn, ``shear`` the tangent of the shear angle (the book's
-    0.2 is in degrees: tan 0.2° = 0.0035, not the Keras factor 0.2, which shears 11°). A factor of 0
-    leaves that layer out."""
-    import keras
-    from keras import layers
+    zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") as one Keras preprocessing layer that warps
+    each image once, in the Keras layers' units: ``rotation`` a fraction of a full turn, ``shear`` the
+    tangent of the shear angle (the book's 0.2 is in degrees: tan 0.2° = 0.0035, not the Keras factor 0.2,
+    which shears 11°). See ``runner.augmentation``."""
+    from runner.augmentation import AffineAugmentation
 
-    stack = []
-    if flip:
-        stack.append(layers.RandomFlip(flip))
-    if rotation:
-        stack.append(layers.RandomRotation(rotation, fill_mode=fill_mode))
-    if translation:
-        stack.append(layers.RandomTranslation(translation, translation, fill_mode=fill_mode))
-    if shear:
-        stack.append(layers.RandomShear(x_factor=shear, y_factor=0.0, fill_mode=fill_mode))
-    if zoom:
-        stack.append(layers.RandomZoom(zoom, fill_mode=fill_mode))
-    return keras.Sequential(stack, name="augmentation")
+    return AffineAugmentation(rotation=rotation, translation=translation, zoom=zoom, shear=shear, flip=flip,
+                              fill_mode=fill_mode, seed=seed, name="augmentation")
 
 
 def augmented(train: "tf.data.Dataset", augmenter) -> "tf.data.Dataset":

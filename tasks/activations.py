@@ -1,9 +1,12 @@
 """Task `activations`: every channel of the intermediate Conv/Pool layers for an input (book 5.4.1).
 
 One forward pass through a feature model gives every chosen layer's activations. Each layer becomes a
-grid of its channels (``activations/<layer>.png``, raw float32 arrays in ``activations/<layer>.npz``), and
-the fraction of all-zero channels is logged as ``sparsity/<layer>``: the book's observation that deeper
-layers are sparser, as a number.
+grid of its channels (``activations/<layer>.png``; every channel's raw float32 array in
+``activations/<layer>.npz``), and the fraction of all-zero channels is logged as ``sparsity/<layer>``: the
+book's observation that deeper layers are sparser, as a number. A grid draws at most
+``max_channels_drawn`` channels, those that vary most over the image, each labelled with its index (a
+MobileNetV2 drew ~47 MB of PNGs an image with all of them); ``activations/overview.png`` shows a few
+channels of every layer on one page.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ MIN_TILE_PIXELS = 64
 DPI = 100
 TITLE_INCHES = 0.4
 MIN_FIGURE_INCHES = 5  # room for the title above a narrow grid
+#: the overview: this many channels of every layer (the most varying), each drawn this many pixels wide
+OVERVIEW_CHANNELS, OVERVIEW_TILE = 8, 32
 
 
 def run(
@@ -42,10 +47,14 @@ def run(
     images_per_row: int,
     images: int,
     split: str,
+    max_channels_drawn: int | None = 64,
 ) -> None:
     if images_per_row < 1:
         raise ConvlabError(f"task.images_per_row={images_per_row} must be at least 1",
                            fix="use task.images_per_row=16 (the book's value)")
+    if max_channels_drawn is not None and max_channels_drawn < 1:
+        raise ConvlabError(f"task.max_channels_drawn={max_channels_drawn} must be at least 1",
+                           fix="use task.max_channels_drawn=64, or null to draw every channel")
     network = build_model(model, dataset)
     paths = _chosen_layers(network, layers)
     inputs = load_inputs(model, network, dataset, images, split)
@@ -58,8 +67,12 @@ def run(
         folder = ARTIFACT_DIR if len(inputs) == 1 else f"{ARTIFACT_DIR}/{_file_name(image.name)}"
         mlflow.log_image(_displayable(image), f"{folder}/input.png")
         for path, batch in activations.items():
-            mlflow.log_figure(_grid_figure(batch[index], path, images_per_row), f"{folder}/{_file_name(path)}.png")
+            drawn = drawn_channels(batch[index], max_channels_drawn)
+            mlflow.log_figure(_grid_figure(batch[index], path, images_per_row, drawn),
+                              f"{folder}/{_file_name(path)}.png")
             mlflow.log_metric(f"sparsity/{_file_name(path)}", _sparsity(batch[index]), step=index)
+        mlflow.log_figure(_overview_figure({path: batch[index] for path, batch in activations.items()}),
+                          f"{folder}/overview.png")
     print(_sparsity_table(activations, list(names)))
 
 
@@ -102,6 +115,16 @@ def _layer_activations(network: "keras.Model", paths: list[str], batch: np.ndarr
 # -------------------------------------------------------------------------------------- channel grids
 
 
+def drawn_channels(activation: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of the channels of (height, width, channels) to draw: all of them, or the ``limit`` whose
+    values vary most over the image (a constant or dead channel shows nothing), in index order."""
+    channels = activation.shape[-1]
+    if limit is None or channels <= limit:
+        return np.arange(channels)
+    variance = activation.astype(np.float64).var(axis=(0, 1))
+    return np.sort(np.argsort(-variance, kind="stable")[:limit])
+
+
 def _normalized_channels(activation: np.ndarray) -> np.ndarray:
     """The book's per-channel display scaling of (height, width, channels): subtract the channel's mean,
     divide by its std, x64 + 128, clip to uint8.
@@ -139,14 +162,17 @@ def _channel_grid(activation: np.ndarray, images_per_row: int, zoom: int = 1) ->
     return np.ma.MaskedArray(laid_out(tiles), mask=laid_out(blank))
 
 
-def _grid_figure(activation: np.ndarray, path: str, images_per_row: int) -> "Figure":
-    """The grid, one image pixel per screen pixel, titled with the layer, in viridis; small feature maps
-    are magnified by a whole factor so that every pixel stays sharp."""
+def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
+                 drawn: np.ndarray | None = None) -> "Figure":
+    """The grid of the ``drawn`` channels (default all), one image pixel per screen pixel, titled with the
+    layer, in viridis; small feature maps are magnified by a whole factor so that every pixel stays sharp.
+    When some channels are left out, each tile is labelled with its channel's index."""
     from matplotlib.figure import Figure
 
     height, width, channels = activation.shape
+    drawn = np.arange(channels) if drawn is None else np.asarray(drawn)
     zoom = max(1, math.ceil(MIN_TILE_PIXELS / max(height, width)))
-    grid = _channel_grid(activation, images_per_row, zoom)
+    grid = _channel_grid(activation[..., drawn], images_per_row, zoom)
     grid_width, grid_height = grid.shape[1] / DPI, grid.shape[0] / DPI
     figure_width, figure_height = max(grid_width, MIN_FIGURE_INCHES), grid_height + TITLE_INCHES
     fig = Figure(figsize=(figure_width, figure_height), dpi=DPI)
@@ -155,8 +181,51 @@ def _grid_figure(activation: np.ndarray, path: str, images_per_row: int) -> "Fig
     ax.imshow(grid, cmap="viridis", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     dead = round(_sparsity(activation) * channels)
-    fig.suptitle(f"{path}   {height}x{width}, {channels} channels, {dead} all-zero",
+    subset = f", {len(drawn)} most varying drawn" if len(drawn) < channels else ""
+    fig.suptitle(f"{path}   {height}x{width}, {channels} channels, {dead} all-zero{subset}",
                  y=1 - 0.5 * TITLE_INCHES / figure_height, va="center", fontsize=10)
+    if len(drawn) < channels:
+        columns = min(images_per_row, len(drawn))
+        for slot, channel in enumerate(drawn):
+            row, column = divmod(slot, columns)
+            ax.text(column * (width * zoom + GAP) + 1, row * (height * zoom + GAP) + 1, str(channel),
+                    color="white", fontsize=6, va="top", ha="left")
+    return fig
+
+
+def _overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
+    """One page for the whole network: a row per layer of its ``OVERVIEW_CHANNELS`` most varying channels
+    of (height, width, channels), each resampled (nearest) to ``OVERVIEW_TILE`` pixels square."""
+    from matplotlib.figure import Figure
+
+    tile = OVERVIEW_TILE
+    rows = []
+    for activation in activations.values():
+        picked = drawn_channels(activation, OVERVIEW_CHANNELS)
+        normalized = _normalized_channels(activation[..., picked])
+        ys = np.arange(tile) * activation.shape[0] // tile
+        xs = np.arange(tile) * activation.shape[1] // tile
+        tiles = normalized[ys][:, xs]  # (tile, tile, picked)
+        row = np.full((tile, OVERVIEW_CHANNELS * (tile + GAP) - GAP), np.nan)
+        for slot in range(len(picked)):
+            row[:, slot * (tile + GAP):slot * (tile + GAP) + tile] = tiles[..., slot]
+        rows.append(row)
+    mosaic = np.full((len(rows) * (tile + GAP) - GAP, rows[0].shape[1]), np.nan)
+    for index, row in enumerate(rows):
+        mosaic[index * (tile + GAP):index * (tile + GAP) + tile] = row
+    label_inches = 0.08 * max(len(path) for path in activations) + 0.3
+    fig = Figure(figsize=(mosaic.shape[1] / DPI + label_inches, mosaic.shape[0] / DPI + TITLE_INCHES), dpi=DPI)
+    ax = fig.add_axes((label_inches / fig.get_figwidth(), 0, 1 - label_inches / fig.get_figwidth(),
+                       1 - TITLE_INCHES / fig.get_figheight()))
+    ax.imshow(np.ma.masked_invalid(mosaic), cmap="viridis", vmin=0, vmax=255, interpolation="nearest",
+              aspect="auto")
+    ax.set_xticks([])
+    ax.set_yticks([index * (tile + GAP) + tile / 2 for index in range(len(rows))], list(activations), fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.suptitle(f"{len(rows)} layers, the {OVERVIEW_CHANNELS} most varying channels of each",
+                 y=1 - 0.5 * TITLE_INCHES / fig.get_figheight(), va="center", fontsize=10)
     return fig
 
 

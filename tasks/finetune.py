@@ -19,7 +19,9 @@ Modes (``task.mode``):
   (name, a digest of its weights, the cut layer, its input/output shapes), the dataset (name, content
   hash, split, image size, channels) and the preprocessing in front of the base; later runs (a sweep over
   head hyper-parameters) load them instead of running the base again. The run's tag ``feature_cache`` is
-  ``hit``, ``miss``, ``partial`` (some splits) or ``off``.
+  ``hit``, ``miss``, ``partial`` (some splits) or ``off``. Features are stored as float16 (half the size;
+  a run that computes them trains on the same rounded values a later run loads), and the folder is kept
+  under ``task.feature_cache_max_gb`` by deleting the least recently used files.
 * ``frozen``: the base frozen inside the model, trained end to end with augmentation.
 * ``finetune``: train the head on the frozen base (phase ``head``; skipped when ``model=from_run`` gives a
   classifier this task logged), then unfreeze the base's layers from ``task.unfreeze_from`` on (book:
@@ -73,7 +75,9 @@ DEFAULT_UNFREEZE_FROM = {
     "efficientnet_lite0": "block6b_expand_conv",
 }
 #: part of every feature cache key: bump it whenever the way features are computed or stored changes
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2  # 2: float16
+#: float16's largest finite value; features beyond it are stored as float32
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 CACHE_TAG = "feature_cache"
 
 
@@ -93,6 +97,7 @@ def run(
     steps_per_epoch: int | None,
     feature_cache: bool,
     cache_dir: str | None,
+    feature_cache_max_gb: float | None = 20.0,
 ) -> None:
     import keras
 
@@ -104,11 +109,12 @@ def run(
                      "finetune.preprocessing": parts.preprocessing})
 
     if mode == "features":
-        network = _train_on_features(parts, dataset, head, loss, steps_per_epoch, feature_cache, cache_dir)
+        network = _train_on_features(parts, dataset, head, loss, steps_per_epoch, feature_cache, cache_dir,
+                                     feature_cache_max_gb)
     else:
         train = dataset.split("train")
         if augment:
-            augmenter = training.augmentation_layers(**augmentation)
+            augmenter = training.augmentation_layer(**augmentation)
             mlflow.log_figure(plots.augmentation_grid(train, augmenter, augmentation_samples),
                               "plots/augmentation.png")
             train = training.augmented(train, augmenter)
@@ -324,7 +330,8 @@ def _fit_phase(network, phase: str, settings: Mapping[str, Any], loss: str, trai
 
 
 def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, Any], loss: str,
-                       steps_per_epoch: int | None, use_cache: bool, cache_dir: str | None) -> "keras.Model":
+                       steps_per_epoch: int | None, use_cache: bool, cache_dir: str | None,
+                       cache_max_gb: float | None = None) -> "keras.Model":
     """Mode ``features``: the base's outputs of every split (cached), the head trained on them, then the
     trained head put on the frozen base in one classifier that takes images.
 
@@ -335,7 +342,7 @@ def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, A
     import keras
 
     started = time.perf_counter()
-    stored, state = split_features(parts, dataset, cache_dir if use_cache else None, use_cache)
+    stored, state = split_features(parts, dataset, cache_dir if use_cache else None, use_cache, cache_max_gb)
     seconds = time.perf_counter() - started
     mlflow.set_tag(CACHE_TAG, state)
     mlflow.log_metric("feature_extraction_seconds", seconds)
@@ -361,8 +368,7 @@ def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, A
     network = parts.network
     for layer in head_model.layers[1:]:
         network.get_layer(layer.name).set_weights(layer.get_weights())
-    _compile(network, head, loss)
-    network.optimizer.build(network.trainable_variables)  # saved with its slots: loads without a warning
+    _compile(network, head, loss)  # logged without optimizer slots (log_keras_model); loads compiled
     return network
 
 
@@ -382,31 +388,64 @@ def _batches(features: np.ndarray, labels: np.ndarray, batch_size: int, shuffle:
 # ------------------------------------------------------------------------------------- feature cache
 
 
-def split_features(parts: Parts, dataset: ImageDataset, cache_dir: str | None,
-                   use_cache: bool = True) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+def split_features(parts: Parts, dataset: ImageDataset, cache_dir: str | None, use_cache: bool = True,
+                   max_gb: float | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
     """``{split: (features, labels)}`` for every split, from the cache where it holds them, and the cache
-    state: ``hit`` (every split loaded), ``miss`` (none), ``partial`` or ``off`` (``use_cache=False``)."""
+    state: ``hit`` (every split loaded), ``miss`` (none), ``partial`` or ``off`` (``use_cache=False``).
+    With the cache, the features are float16-rounded whether loaded or computed, and the cache folder is
+    then pruned to ``max_gb`` (None: no cap), least recently used files first, never this run's."""
     import keras
 
     extractor = keras.Model(parts.inputs, parts.features, name="feature_extractor")
     base_id = base_identity(parts.base, parts.cut_layer) if use_cache else None
-    stored, hits = {}, 0
+    stored, hits, used = {}, 0, []
     for split in SPLITS:
         path = meta = None
         if use_cache:
             meta = cache_meta(base_id, dataset_identity(dataset, split), parts.preprocessing)
             path = feature_cache_path(cache_key(meta), cache_dir)
+            used.append(path)
             stored[split] = _load_cached(path, meta)
             if stored[split] is not None:
                 hits += 1
+                os.utime(path)  # its modification time is when it was last used, for the LRU clean-up
                 print(f"[convlab] feature cache hit: {split} from {path}", file=sys.stderr)
                 continue
         stored[split] = extract(extractor, dataset.split(split))
         if use_cache:
-            _save_atomically(path, meta, *stored[split])
+            features, labels = stored[split]
+            _save_atomically(path, meta, storable(features), labels)
+            stored[split] = (storable(features).astype(np.float32), labels)
             print(f"[convlab] feature cache miss: {split} written to {path}", file=sys.stderr)
+    if use_cache and max_gb is not None:
+        prune_cache(feature_cache_dir(cache_dir), max_gb, keep=used)
     state = "off" if not use_cache else "hit" if hits == len(SPLITS) else "miss" if hits == 0 else "partial"
     return stored, state
+
+
+def storable(features: np.ndarray) -> np.ndarray:
+    """``features`` as the cache stores them: float16, unless some value is beyond float16's range."""
+    return features.astype(np.float16) if np.abs(features).max(initial=0) <= FLOAT16_MAX else features
+
+
+def prune_cache(folder: Path, max_gb: float, keep: list[Path]) -> list[Path]:
+    """Delete the least recently used (oldest modification time) ``.npz`` files of ``folder`` until the
+    rest take at most ``max_gb``, never one of ``keep``; returns the deleted files."""
+    files = sorted(folder.glob("*.npz"), key=lambda path: path.stat().st_mtime)
+    total = sum(path.stat().st_size for path in files)
+    deleted = []
+    for path in files:
+        if total <= max_gb * 1e9:
+            break
+        if path in keep:
+            continue
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    if deleted:
+        print(f"[convlab] feature cache: deleted {len(deleted)} least recently used file(s) to stay under "
+              f"{max_gb} GB", file=sys.stderr)
+    return deleted
 
 
 def extract(extractor: "keras.Model", split) -> tuple[np.ndarray, np.ndarray]:
@@ -448,8 +487,12 @@ def cache_key(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def feature_cache_dir(cache_dir: str | None) -> Path:
+    return cache_root(cache_dir) / "features"
+
+
 def feature_cache_path(key: str, cache_dir: str | None) -> Path:
-    return cache_root(cache_dir) / "features" / f"{key}.npz"
+    return feature_cache_dir(cache_dir) / f"{key}.npz"
 
 
 def _load_cached(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -459,7 +502,7 @@ def _load_cached(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarr
         with np.load(path, allow_pickle=False) as stored:
             if json.loads(str(stored["meta"])) != meta:
                 raise ValueError("its metadata does not match the key")
-            return stored["features"], stored["labels"]
+            return stored["features"].astype(np.float32), stored["labels"]
     except (OSError, ValueError, KeyError) as error:
         print(f"[convlab] ignoring the unreadable feature cache file {path}: {error}", file=sys.stderr)
         return None

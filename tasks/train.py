@@ -41,7 +41,7 @@ def run(
     if steps_per_epoch:  # like the book's looping generator: an epoch is steps_per_epoch batches, not one pass
         train = train.repeat()
     if augment:
-        augmenter = training.augmentation_layers(**augmentation)
+        augmenter = training.augmentation_layer(**augmentation)
         mlflow.log_figure(plots.augmentation_grid(train, augmenter, augmentation_samples), "plots/augmentation.png")
         train = training.augmented(train, augmenter)
 
@@ -56,7 +56,7 @@ def run(
     )
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
     training.log_test_metrics(network, dataset.split("test"))
-    log_keras_model(network, dataset.class_names)
+    log_keras_model(network, dataset.class_names, with_optimizer=checkpoint)  # slots: to train on from there
     keras.backend.clear_session()
 
 

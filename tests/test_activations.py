@@ -149,6 +149,35 @@ def test_the_grid_figure_is_titled_with_the_layer():
     figure.savefig(io.BytesIO(), format="png")
 
 
+def test_a_grid_draws_the_most_varying_channels_labelled_with_their_indices():
+    activation = np.zeros((6, 6, 10), np.float32)
+    activation[..., [2, 7, 9]] = np.random.default_rng(0).normal(size=(6, 6, 3)) * [1.0, 3.0, 2.0]
+    activation[..., 4] = 5.0  # constant: nothing to see
+    assert list(activations.drawn_channels(activation, 2)) == [7, 9]
+    assert list(activations.drawn_channels(activation, 3)) == [2, 7, 9]
+    assert list(activations.drawn_channels(activation, None)) == list(range(10))
+    figure = activations._grid_figure(activation, "conv", 16, activations.drawn_channels(activation, 3))
+    assert [text.get_text() for text in figure.axes[0].texts] == ["2", "7", "9"]
+    assert "3 most varying drawn" in figure.texts[0].get_text()
+    side = 6 * 11  # 6-px maps magnified 11x to reach MIN_TILE_PIXELS (64)
+    assert figure.axes[0].images[0].get_array().shape == (side, 3 * side + 2 * activations.GAP)
+
+
+def test_the_overview_has_one_row_of_channels_per_layer():
+    rng = np.random.default_rng(0)
+    layers = {"conv": rng.normal(size=(20, 20, 16)), "pool": rng.normal(size=(10, 10, 3)),
+              "base/deep": rng.normal(size=(2, 2, 40))}
+    figure = activations._overview_figure(layers)
+    mosaic = figure.axes[0].images[0].get_array()
+    tile, gap, per_row = activations.OVERVIEW_TILE, activations.GAP, activations.OVERVIEW_CHANNELS
+    assert mosaic.shape == (3 * tile + 2 * gap, per_row * tile + (per_row - 1) * gap)
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == list(layers)
+    pool_row = mosaic[tile + gap:2 * tile + gap]
+    drawn = [not pool_row[:, slot * (tile + gap):slot * (tile + gap) + tile].mask.any() for slot in range(per_row)]
+    assert drawn == [True] * 3 + [False] * (per_row - 3)  # "pool" has only 3 channels
+    figure.savefig(io.BytesIO(), format="png")
+
+
 # ------------------------------------------------------------------------------------------ sparsity
 
 
@@ -186,8 +215,8 @@ def test_several_images_get_one_folder_each_and_nested_paths_become_file_names(n
 
     assert set(logged) == {
         "activations/base.conv.npz",
-        "activations/chelsea/input.png", "activations/chelsea/base.conv.png",
-        "activations/coffee/input.png", "activations/coffee/base.conv.png",
+        "activations/chelsea/input.png", "activations/chelsea/base.conv.png", "activations/chelsea/overview.png",
+        "activations/coffee/input.png", "activations/coffee/base.conv.png", "activations/coffee/overview.png",
         "sparsity/base.conv@0", "sparsity/base.conv@1",
     }
     saved = logged["activations/base.conv.npz"]

@@ -207,6 +207,21 @@ def test_folder_limit_keeps_both_classes_and_hash_follows_files(tmp_path):
     assert Folder(str(root), limit=4).content_hash() != before
 
 
+def test_folder_limit_checks_only_the_files_it_can_use(tmp_path):
+    """A tiny job (dataset.limit) checks the first files of each class, not the whole set: a bad file
+    past them is never read, one among them is reported (and skipped with bad_files=skip)."""
+    root = _make_folder(tmp_path, per_class=5)
+    (root / "train" / "cats" / "9.png").write_text("not an image")  # sorted after 0-4.png
+    assert sorted(label for _, label in Folder(str(root), limit=4).files["train"]) == [0, 0, 1, 1]
+    with pytest.raises(ConvlabError, match=r"9\.png: not an image"):
+        Folder(str(root))
+    (root / "train" / "cats" / "0.png").write_text("not an image")
+    with pytest.raises(ConvlabError, match=r"0\.png: not an image"):
+        Folder(str(root), limit=4)
+    skipped = Folder(str(root), limit=4, bad_files="skip").files["train"]
+    assert sorted(path.name for path, label in skipped if label == 0) == ["1.png", "2.png"]
+
+
 # ---------------------------------------------------------------- photos
 
 

@@ -84,6 +84,38 @@ def test_feature_cache_is_hit_on_the_second_run_and_keyed_by_image_size_and_cut_
     assert state == "off" and not (tmp_path / "off" / "features").exists()
 
 
+def test_the_cache_stores_float16_and_a_miss_trains_on_the_values_a_hit_loads(tmp_path):
+    computed, _ = _features(tmp_path)
+    loaded, state = _features(tmp_path)
+    assert state == "hit"
+    for path in (tmp_path / "features").iterdir():
+        with np.load(path) as stored:
+            assert stored["features"].dtype == np.float16
+    for split in computed:
+        assert computed[split][0].dtype == loaded[split][0].dtype == np.float32
+        np.testing.assert_array_equal(computed[split][0], loaded[split][0])
+    exact, _ = _features(tmp_path / "off", use_cache=False)
+    np.testing.assert_allclose(computed["train"][0], exact["train"][0], rtol=1e-3, atol=1e-6)
+    huge = np.array([1.0, 7e4], np.float32)
+    assert finetune.storable(huge).dtype == np.float32 and finetune.storable(huge / 10).dtype == np.float16
+
+
+def test_the_cache_cap_deletes_the_least_recently_used_files_but_never_this_runs(tmp_path):
+    import os
+
+    sizes = {"old": 300, "used": 300, "mid": 300, "new": 300}
+    paths = {}
+    for age, (name, size) in enumerate(sizes.items()):
+        paths[name] = tmp_path / f"{name}.npz"
+        paths[name].write_bytes(b"x" * size)
+        os.utime(paths[name], (1000 + age, 1000 + age))
+    os.utime(paths["used"], (900, 900))  # the oldest, but this run's
+    deleted = finetune.prune_cache(tmp_path, max_gb=700 / 1e9, keep=[paths["used"]])
+    assert deleted == [paths["old"], paths["mid"]]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new.npz", "used.npz"]
+    assert finetune.prune_cache(tmp_path, max_gb=1.0, keep=[]) == []
+
+
 def test_cache_key_covers_weights_cut_layer_dataset_split_size_and_preprocessing():
     base = {"name": "b", "weights_sha256": "w", "cut_layer": "c", "input_shape": [1], "output_shape": [2]}
     data = {"name": "d", "loader": "l", "content_sha256": "h", "split": "train", "image_size": [48, 48],

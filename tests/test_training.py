@@ -1,6 +1,9 @@
-"""The shared training helpers: the book's augmentation as Keras preprocessing layers."""
+"""The shared training helpers: the book's augmentation as one Keras preprocessing layer that warps each
+image once with a composed affine matrix."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -14,13 +17,13 @@ def _augmentation(task: str) -> dict:
 
 
 def _max_shift_of_an_edge(shear: float, size: int = 64) -> float:
-    """How far (in pixels) a vertical edge moves at the top and bottom rows under the shear layer alone,
-    over many random draws."""
+    """How far (in pixels) a vertical edge moves at the top and bottom rows under the shear alone, over
+    many random draws."""
     import tensorflow as tf
 
     image = np.zeros((1, size, size, 1), np.float32)
     image[:, :, size // 2:] = 1.0  # a vertical edge down the middle
-    layer = training.augmentation_layers(flip=None, rotation=0, zoom=0, translation=0, shear=shear)
+    layer = training.augmentation_layer(flip=None, rotation=0, zoom=0, translation=0, shear=shear)
     images = tf.repeat(tf.constant(image), 64, axis=0)
     sheared = np.asarray(layer(images, training=True))
     # the edge's column in a row is the number of dark pixels left of it
@@ -39,9 +42,105 @@ def test_default_shear_is_the_books_fraction_of_a_degree(task):
 
 @pytest.mark.parametrize("task", ["train", "finetune"])
 def test_default_augmentation_fills_like_the_book(task):
-    """The book passes fill_mode="nearest"; Keras' layers default to "reflect"."""
-    stack = training.augmentation_layers(**_augmentation(task))
-    spatial = [layer for layer in stack.layers if hasattr(layer, "fill_mode")]
-    assert {type(layer).__name__ for layer in spatial} == {"RandomRotation", "RandomTranslation", "RandomShear",
-                                                          "RandomZoom"}
-    assert {layer.fill_mode for layer in spatial} == {"nearest"}
+    """The book passes fill_mode="nearest" (Keras' layers default to "reflect"): an image shifted right
+    by a quarter repeats its first column in the uncovered strip."""
+    settings = {**_augmentation(task), "rotation": 0, "zoom": 0, "shear": 0, "flip": None,
+                "translation": (0.25, 0.25)}
+    columns = np.tile(np.arange(32, dtype=np.float32), (32, 1))[None, :, :, None]  # pixel value = column
+    shifted = np.asarray(training.augmentation_layer(**settings)(columns, training=True))[0, 12:20, :, 0]
+    assert np.allclose(shifted[:, :8], 0.0)  # "reflect" would give 8, 7, ..., 1 there
+    assert np.allclose(shifted[:, 8:], columns[0, 12:20, :24, 0])
+
+
+def _decompose(matrices: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
+    """Invert ``compose``'s product F R T S Z (about the centre c) from the matrices alone: the linear part
+    is diag(flip, 1) R z [[1, s], [0, 1]] and the centre maps to c - F R t."""
+    linear = matrices[:, [0, 1, 3, 4]].reshape(-1, 2, 2)
+    flip = np.sign(np.linalg.det(linear))
+    unflipped = linear * np.stack([flip, np.ones_like(flip)], -1)[:, :, None]
+    zoom = np.hypot(unflipped[:, 0, 0], unflipped[:, 1, 0])
+    angle = np.arctan2(unflipped[:, 1, 0], unflipped[:, 0, 0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    shear = (unflipped[:, 0, 1] * cos + unflipped[:, 1, 1] * sin) / zoom
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    moved = np.stack([matrices[:, 0] * centre[0] + matrices[:, 1] * centre[1] + matrices[:, 2],
+                      matrices[:, 3] * centre[0] + matrices[:, 4] * centre[1] + matrices[:, 5]], -1) - centre
+    flip_rotate = np.stack([np.stack([flip * cos, -flip * sin], -1), np.stack([sin, cos], -1)], -2)
+    shift = -np.linalg.solve(flip_rotate, moved[..., None])[..., 0] / np.array([width, height])
+    return {"flip": flip, "angle": np.degrees(angle), "shift": shift, "zoom": zoom,
+            "shear": np.degrees(np.arctan(shear))}
+
+
+@pytest.mark.parametrize("task", ["train", "finetune"])
+def test_composed_matrices_have_the_books_distributions(task):
+    """ImageDataGenerator(rotation_range=40, width/height_shift_range=0.2, zoom_range=0.2, shear_range=0.2,
+    horizontal_flip=True): every parameter recovered from the composed matrices stays in the book's range
+    and spreads over it (uniform draws: symmetric, reaching near both ends); half the images flipped."""
+    layer = training.augmentation_layer(**_augmentation(task), seed=7)
+    parts = _decompose(np.asarray(layer.random_matrices(4000, 150, 120), dtype=np.float64), 150, 120)
+    for name, low, high in (("angle", -40, 40), ("zoom", 0.8, 1.2), ("shear", -0.2, 0.2)):
+        values, middle, half = parts[name], (low + high) / 2, (high - low) / 2
+        slack = 5e-3 * half  # the configured shear 0.0035 is tan 0.2005°
+        assert values.min() >= low - slack and values.max() <= high + slack, name
+        assert values.min() < middle - 0.95 * half and values.max() > middle + 0.95 * half, name
+        assert abs(values.mean() - middle) < 0.05 * half, name
+    shift = parts["shift"]
+    assert np.abs(shift).max() <= 0.2 + 1e-4 and (np.abs(shift).max(axis=0) > 0.19).all()
+    assert np.abs(np.corrcoef(shift.T)[0, 1]) < 0.1  # x and y shifts drawn independently
+    assert 0.45 < (parts["flip"] < 0).mean() < 0.55
+
+
+def _smooth_image(size: int = 48) -> np.ndarray:
+    """Slowly varying RGB values, so that resampling once or four times differs only a little."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = 60 * (np.sin(x / 5) + np.cos(y / 7) + x / size) + 128
+    return np.stack([base, base[::-1], base[:, ::-1]], -1)[None]
+
+
+def test_one_warp_equals_the_four_layer_chain():
+    """With each factor pinned to one value, the composed warp reproduces RandomRotation -> RandomTranslation
+    -> RandomShear -> RandomZoom up to interpolation (away from the borders, which each layer of the chain
+    fills anew), and a chain with another angle is clearly different."""
+    from keras import Sequential, layers
+
+    def chain(angle):
+        return Sequential([layers.RandomRotation((angle, angle), fill_mode="nearest"),
+                           layers.RandomTranslation((0.1, 0.1), (0.1, 0.1), fill_mode="nearest"),
+                           layers.RandomShear(x_factor=(0.0035, 0.0035), fill_mode="nearest"),
+                           layers.RandomZoom((0.15, 0.15), fill_mode="nearest")])
+
+    image = _smooth_image()
+    warp = training.augmentation_layer(flip=None, rotation=(0.05, 0.05), translation=(0.1, 0.1),
+                                       zoom=(0.15, 0.15), shear=(0.0035, 0.0035))
+    once = np.asarray(warp(image, training=True))[0, 8:-8, 8:-8]
+    spread = image.max() - image.min()
+    assert np.abs(once - np.asarray(chain(0.05)(image, training=True))[0, 8:-8, 8:-8]).mean() < 0.01 * spread
+    assert np.abs(once - np.asarray(chain(0.0)(image, training=True))[0, 8:-8, 8:-8]).mean() > 0.05 * spread
+
+
+def test_flip_is_folded_into_the_warp():
+    image = _smooth_image(16)
+    flipped = training.augmentation_layer(flip="horizontal", rotation=0, translation=0, zoom=0, shear=0)
+    outputs = np.asarray(flipped(np.repeat(image, 32, 0), training=True))
+    mirrored = np.all(np.isclose(outputs, image[:, :, ::-1], atol=1e-3), axis=(1, 2, 3))
+    unchanged = np.all(np.isclose(outputs, image, atol=1e-3), axis=(1, 2, 3))
+    assert (mirrored | unchanged).all() and mirrored.any() and unchanged.any()
+
+
+def test_augmentation_layer_round_trips_through_a_keras_file(tmp_path):
+    """Inside a model it is saved and loaded with its settings, and passes images through at inference."""
+    import keras
+
+    settings = {**_augmentation("train"), "seed": 3}
+    model = keras.Sequential([keras.Input((16, 16, 3)), training.augmentation_layer(**settings),
+                              keras.layers.Conv2D(2, 3)])
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    layer = loaded.get_layer("augmentation")
+    assert type(layer) is type(model.get_layer("augmentation"))
+    assert {key: layer.get_config()[key] for key in settings} == settings
+    image = _smooth_image(16)
+    assert np.allclose(loaded.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-4)
+    assert np.allclose(layer(image, training=False), image)
+    assert not np.allclose(layer(image, training=True), image)
+    assert math.isclose(float(np.asarray(layer(image, training=True)).mean()), float(image.mean()), rel_tol=0.3)

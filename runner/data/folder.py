@@ -54,7 +54,7 @@ class Folder(ImageDataset):
         self.seed = seed
         #: (file, problem) of each file left out under bad_files=skip
         self.skipped_files: list[tuple[Path, str]] = []
-        self.class_names, self.files = _scan(self.root, bad_files, self.image_size, self.skipped_files)
+        self.class_names, self.files = _scan(self.root, bad_files, self.image_size, self.skipped_files, limit)
         if limit is not None:
             self.files = {split: _balanced_subset(files, limit) for split, files in self.files.items()}
         # the shuffle buffer can be smaller than the split, so the file order itself must mix the classes
@@ -111,10 +111,12 @@ def _check_options(image_size: int, batch_size: int, color_mode: str, limit: int
         raise ConvlabError(f"unknown bad_files policy {bad_files!r}", fix=f"use one of {', '.join(BAD_FILE_POLICIES)}")
 
 
-def _scan(root: Path, bad_files: str, image_size: tuple[int, int],
-          skipped: list[tuple[Path, str]]) -> tuple[list[str], dict[str, LabelledFiles]]:
-    """Check the layout and every file; return the class names and the usable (path, label) per split
-    (the files left out under bad_files=skip are appended to ``skipped``)."""
+def _scan(root: Path, bad_files: str, image_size: tuple[int, int], skipped: list[tuple[Path, str]],
+          limit: int | None = None) -> tuple[list[str], dict[str, LabelledFiles]]:
+    """Check the layout and the files; return the class names and the usable (path, label) per split
+    (the files left out under bad_files=skip are appended to ``skipped``). With a ``limit``, only the
+    first ``limit`` usable files of each class are looked for (in file-name order: all a balanced subset
+    of ``limit`` can take), so a small job does not check the whole set."""
     split_dirs = _split_dirs(root)
     classes = {split: _class_names(folder) for split, folder in split_dirs.items()}
     class_names = classes["train"]
@@ -135,7 +137,7 @@ def _scan(root: Path, bad_files: str, image_size: tuple[int, int],
     for split, folder in split_dirs.items():
         files[split] = []
         for label, class_name in enumerate(class_names):
-            good = _check_class_folder(folder / class_name, bad, sizes, alpha)
+            good = _check_class_folder(folder / class_name, bad, sizes, alpha, limit)
             files[split] += [(path, label) for path in good]
     report_bad_files(bad, bad_files)
     skipped += bad
@@ -174,14 +176,17 @@ def _class_names(split_dir: Path) -> list[str]:
 
 
 def _check_class_folder(class_dir: Path, bad: list[tuple[Path, str]], sizes: list[tuple[Path, tuple[int, int]]],
-                        alpha: list[Path]) -> list[Path]:
-    """Return the folder's decodable images (sorted); append (file, problem) for the others to ``bad``,
-    the good ones' sizes to ``sizes`` and those with an alpha channel to ``alpha``."""
+                        alpha: list[Path], wanted: int | None = None) -> list[Path]:
+    """Return the folder's decodable images (sorted; the first ``wanted`` of them, None: all); append
+    (file, problem) for the bad files met on the way to ``bad``, the good ones' sizes to ``sizes`` and
+    those with an alpha channel to ``alpha``."""
     candidates = _visible_files(class_dir)
     if not candidates:
         raise ConvlabError(f"class folder {class_dir} is empty", fix="add images to it or remove it from every split")
     good = []
     for path in candidates:
+        if wanted is not None and len(good) == wanted:
+            break
         check = check_image(path)
         if check.problem:
             bad.append((path, check.problem))
