@@ -51,6 +51,7 @@ def tracking(tmp_path_factory):
     """An MLflow store for a module's in-process task runs (the previous one restored afterwards)."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    mlflow.set_experiment("Default")  # not the experiment an earlier module made active in its own store
     yield
     mlflow.set_tracking_uri(previous)
 
