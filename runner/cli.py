@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import reproduce, tracking
+from runner import mlflow_models, reproduce, tracking
 from runner.schema import register_configs
 
 register_configs()
@@ -54,6 +54,8 @@ def run_job(cfg: DictConfig) -> None:
             reproduce.compare_with_original(cfg.rerun_of, current, cfg.strict)
         task = instantiate(cfg.task)
         task(model=model, dataset=dataset)
+        if cfg.tracking.register_model:
+            mlflow_models.register_run_model(run.info.run_id, cfg.tracking.register_model)
 
 
 def _skip(finished_run_id: str) -> None:

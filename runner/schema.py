@@ -240,6 +240,8 @@ class TrackingConfig:
     uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
     experiment: str = "${hydra:runtime.choices.task}"
     run_name: Optional[str] = None
+    #: register the job's logged model under this name in MLflow's model registry
+    register_model: Optional[str] = None
 
 
 @dataclass

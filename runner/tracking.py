@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
 from runner.errors import ConvlabError
+from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
 SWEEP_KEYS_ENV = "CONVLAB_SWEEP_KEYS"
 REASON_TAG = "convlab.failure_reason"
-MODEL_TAG = "convlab.logged_model"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: config keys never logged as params (may carry credentials)
 PRIVATE_KEYS = ("tracking.uri",)
@@ -128,38 +128,6 @@ def log_npz(artifact_file: str, **arrays) -> None:
         np.savez_compressed(local, **arrays)
         directory = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(local), None if directory == "." else directory)
-
-
-def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model") -> None:
-    """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model.keras")
-        if class_names is not None:
-            (Path(tmp) / "class_names.json").write_text(json.dumps(list(class_names)))
-        mlflow.log_artifacts(tmp, artifact_path)
-    mlflow.set_tag(MODEL_TAG, "true")
-
-
-def download_keras_model(uri: str) -> Path:
-    """The local path of the ``model.keras`` logged by :func:`log_keras_model` at ``uri`` (``runs:/<id>/model``)."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    model_file = local / "model.keras" if local.is_dir() else local
-    if not model_file.exists():
-        raise ConvlabError(f"{uri} holds no model.keras", fix="point at a run logged by `convlab task=train`")
-    return model_file
-
-
-def load_keras_model(uri: str):
-    """Load a model logged by :func:`log_keras_model` from an MLflow URI (``runs:/<id>/model``).
-
-    Returns ``(model, class_names or None)``.
-    """
-    import keras
-
-    model_file = download_keras_model(uri)
-    names_file = model_file.with_name("class_names.json")
-    class_names = json.loads(names_file.read_text()) if names_file.exists() else None
-    return keras.models.load_model(model_file), class_names
 
 
 CHECKPOINT_DIR = "checkpoints"
