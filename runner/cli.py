@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import mlflow_models, reproduce, tracking
+from runner import mlflow_datasets, mlflow_models, reproduce, terminal, tracking
 from runner.schema import register_configs
 
 register_configs()
@@ -42,11 +42,13 @@ def run_job(cfg: DictConfig) -> None:
             return
         unfinished = reproduce.resumable_run(experiment_id, job_hash)
         resume_run_id = unfinished.info.run_id if unfinished else None
+    terminal.import_tensorflow()
     tags = {reproduce.HASH_TAG: job_hash, **({reproduce.RERUN_TAG: cfg.rerun_of} if cfg.rerun_of else {})}
     with tracking.job_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
         seed_everything(cfg.seed, cfg.deterministic)
         model = instantiate(cfg.model)
         dataset = instantiate(cfg.dataset)
+        mlflow_datasets.log_inputs_when_read(dataset)
         inputs = reproduce.input_hashes(model, dataset)
         mlflow.set_tags(inputs)
         if cfg.rerun_of:
@@ -56,6 +58,7 @@ def run_job(cfg: DictConfig) -> None:
         task(model=model, dataset=dataset)
         if cfg.tracking.register_model:
             mlflow_models.register_run_model(run.info.run_id, cfg.tracking.register_model)
+    terminal.print_summary(run.info.run_id)
 
 
 def _skip(finished_run_id: str) -> None:

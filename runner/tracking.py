@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
+from runner import mlflow_ui
 from runner.errors import ConvlabError
 from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 
@@ -235,7 +236,7 @@ def job_experiment_id(cfg: DictConfig) -> str:
     parent_id = os.environ.get(PARENT_ENV)
     if parent_id:
         return MlflowClient().get_run(parent_id).info.experiment_id
-    return mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+    return mlflow_ui.set_experiment(cfg.tracking.experiment).experiment_id
 
 
 def parent_run_id() -> str | None:
@@ -344,7 +345,7 @@ class SweepParentRun(Callback):
         except TrackingServerUnreachable as error:  # Hydra would turn it into a warning and start the jobs
             print(f"[convlab] {error}", file=sys.stderr)
             raise SystemExit(1) from None
-        experiment = mlflow.set_experiment(config.tracking.experiment)
+        experiment = mlflow_ui.set_experiment(config.tracking.experiment)
         sweep_args = " ".join(config.hydra.overrides.task)
         run = MlflowClient().create_run(
             experiment.experiment_id,

@@ -36,6 +36,7 @@ class Photos:
         if not names and not files:
             raise ConvlabError("no photos selected", fix=f"set dataset.names (from {', '.join(BUNDLED)}), "
                                "dataset.paths or dataset.folder")
+        self._files = [f"skimage.data.{name}" for name in names] + [str(path.resolve()) for path in files]
         photos = [(name, _bundled(name)) for name in names] + [(path.stem, read_rgb(path)) for path in files]
         self._photos = _unique_names(photos)
 
@@ -49,6 +50,10 @@ class Photos:
             digest.update(f"{name}\0{image.shape}\n".encode())
             digest.update(image.tobytes())
         return digest.hexdigest()
+
+    def source(self) -> dict[str, list[str]]:
+        """The photo files, scikit-image's bundled samples as ``skimage.data.<name>``."""
+        return {"files": list(self._files)}
 
 
 def read_rgb(path: Path) -> np.ndarray:
