@@ -6,9 +6,12 @@ import urllib.parse
 
 import mlflow
 
-#: MLflow 3's UI reads this experiment tag to pick its view ("genai_development" otherwise, once inferred)
+#: the experiment's kind as MLflow 3 records it (the UI's experiment-kind hook reads this tag)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+#: MLflow 3.17's UI has that hook's feature flag on, which takes the view from this URL parameter (or the
+#: sidebar's GenAI / Model training toggle, kept in the browser) instead of the tag; GenAI by default
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 #: where `make ui` serves a local store
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -25,6 +28,8 @@ def set_experiment(name: str):
 def without_credentials(uri: str) -> str:
     """``uri`` without user, password, query or fragment: what may be printed."""
     parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri  # as given: a round trip would drop a slash of sqlite:////abs/path
     return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
 
 
@@ -33,9 +38,9 @@ def _served() -> bool:
 
 
 def run_url(experiment_id: str, run_id: str) -> str:
-    """The run's page: on the tracking server, or on `make ui` (``mlflow ui``) for a local store."""
+    """The run's page in the UI's model-training view: on the tracking server, or on `make ui` for a local store."""
     base = without_credentials(mlflow.get_tracking_uri()).rstrip("/") if _served() else LOCAL_UI
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def how_to_open() -> str:

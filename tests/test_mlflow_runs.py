@@ -17,9 +17,11 @@ import pytest
 from runner.data.folder import Folder
 from runner.data.photos import Photos
 from runner.mlflow_datasets import log_inputs_when_read
-from runner.mlflow_ui import run_url, set_experiment
+from runner.mlflow_ui import how_to_open, run_url, set_experiment
 from tests.conftest import REPO, TINY_TRAIN, all_runs
 
+#: the run link's query: open the UI's model-training view
+VIEW = "?workflowType=machine_learning"
 #: what TensorFlow 2.21 writes to fd 2 when imported on a machine without a GPU
 TF_CHATTER = re.compile(r"absl::InitializeLog|cudart_stub|cpu_feature_guard|cuInit|rebuild TensorFlow|oneDNN")
 
@@ -80,12 +82,16 @@ def test_experiments_open_in_the_model_training_view_unless_their_kind_is_set(tr
 
 
 def test_the_run_link_points_at_the_server_without_credentials_or_at_make_ui():
+    """...in the UI's model-training view, which MLflow 3.17 takes from the URL (not the experiment's tag)."""
     previous = mlflow.get_tracking_uri()
     try:
         mlflow.set_tracking_uri("https://alice:s3cret@mlflow.example.org:8443/mlflow?token=t0k")
-        assert run_url("4", "ab12") == "https://mlflow.example.org:8443/mlflow/#/experiments/4/runs/ab12"
+        assert run_url("4", "ab12") == f"https://mlflow.example.org:8443/mlflow/#/experiments/4/runs/ab12{VIEW}"
         mlflow.set_tracking_uri("sqlite:///mlflow.db")
-        assert run_url("4", "ab12") == "http://127.0.0.1:5000/#/experiments/4/runs/ab12"
+        assert run_url("4", "ab12") == f"http://127.0.0.1:5000/#/experiments/4/runs/ab12{VIEW}"
+        assert how_to_open() == " (after `make ui`)"
+        mlflow.set_tracking_uri("sqlite:////tmp/store/mlflow.db")
+        assert how_to_open() == " (after `mlflow ui --backend-store-uri sqlite:////tmp/store/mlflow.db`)"
     finally:
         mlflow.set_tracking_uri(previous)
 
@@ -119,7 +125,7 @@ def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
     assert not TF_CHATTER.search(proc.stderr), proc.stderr
     assert f"[convlab] run {run_id} FINISHED: " in proc.stdout and "test_accuracy " in proc.stdout
-    assert f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}" in proc.stdout
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=" in proc.stdout
 
     experiment = mlflow_client.get_experiment(experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
