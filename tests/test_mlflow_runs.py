@@ -79,6 +79,7 @@ def test_experiments_open_in_the_model_training_view_unless_their_kind_is_set(tr
     assert set_experiment("kind-new").tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.set_experiment_tag("mlflow.experimentKind", "genai_development")
     assert set_experiment("kind-new").tags["mlflow.experimentKind"] == "genai_development"
+    mlflow.set_experiment(experiment_id="0")  # back to the Default experiment, which every store has
 
 
 def test_the_run_link_points_at_the_server_without_credentials_or_at_make_ui():
