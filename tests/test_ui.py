@@ -103,7 +103,7 @@ def test_a_train_run_opens_in_the_model_training_view_with_its_datasets_and_mode
 
     proc = convlab("tracking=server", *TINY_TRAIN, "tracking.register_model=ui_convnet", cwd=tmp_path,
                    tracking_uri=server.uri)
-    [link] = re.findall(r"http\S+#/experiments/\S+", proc.stdout)
+    [link] = re.findall(r"\[convlab\] (http\S+#/experiments/\S+)", proc.stdout)
     client = MlflowClient(tracking_uri=server.uri)
     [run] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     experiment = f"{server.uri}/#/experiments/{run.info.experiment_id}"
@@ -129,8 +129,9 @@ def test_a_train_run_opens_in_the_model_training_view_with_its_datasets_and_mode
             page.screenshot(path=str(SCREENSHOTS / "train_runs_dataset_column.png"))
 
             page.goto(f"{experiment}/models?workflowType=machine_learning", wait_until="load")
-            page.get_by_text("ui_convnet", exact=True).first.wait_for(timeout=60_000)
-            page.get_by_text("model", exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("Ready", exact=True).first.wait_for(timeout=60_000)  # the LoggedModel's status
+            models = page.inner_text("body")
+            assert "ui_convnet" in models and "v1" in models  # its registered version
             _assert_model_training_view(page)
             page.screenshot(path=str(SCREENSHOTS / "train_models_tab.png"))
         finally:
