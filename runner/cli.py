@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import liveness, reproduce, tracking, validation
+from runner import liveness, mlflow_datasets, mlflow_models, reproduce, terminal, tracking, validation
 from runner.redact import redact
 from runner.schema import register_configs
 
@@ -46,12 +46,14 @@ def run_job(cfg: DictConfig) -> None:
             return
         unfinished = reproduce.resumable_run(experiment_id, job_hash)
         resume_run_id = unfinished.info.run_id if unfinished else None
+    terminal.import_tensorflow()
     tags = {reproduce.HASH_TAG: job_hash, **({reproduce.RERUN_TAG: cfg.rerun_of} if cfg.rerun_of else {})}
     with tracking.job_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
         seed_everything(cfg.seed, cfg.deterministic)
         model = instantiate(cfg.model)
         dataset = instantiate(cfg.dataset)
         log_skipped_files(dataset)
+        mlflow_datasets.log_inputs_when_read(dataset)
         inputs = reproduce.input_hashes(model, dataset)
         mlflow.set_tags(inputs)
         if cfg.rerun_of:
@@ -59,6 +61,9 @@ def run_job(cfg: DictConfig) -> None:
             reproduce.compare_with_original(cfg.rerun_of, current, cfg.strict)
         task = instantiate(cfg.task)
         task(model=model, dataset=dataset)
+        if cfg.tracking.register_model:
+            mlflow_models.register_run_model(run.info.run_id, cfg.tracking.register_model)
+    terminal.print_summary(run.info.run_id)
 
 
 def log_skipped_files(dataset) -> None:

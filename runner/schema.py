@@ -374,6 +374,8 @@ class TrackingConfig:
     heartbeat_s: float = 60.0  # how often a running job refreshes its run's convlab.heartbeat tag
     # a RUNNING run from another host with no heartbeat for this long counts as vanished (docs/reliability.md)
     stale_after_s: float = 900.0
+    #: register the job's logged model under this name in MLflow's model registry
+    register_model: Optional[str] = None
 
 
 @dataclass

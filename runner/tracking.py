@@ -33,14 +33,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
-from runner import liveness, validation
+from runner import liveness, mlflow_ui, validation
 from runner.errors import ConvlabError
+from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 from runner.redact import redact, redact_file, redact_value
 
 PARENT_ENV = "CONVLAB_PARENT_RUN_ID"
 SWEEP_KEYS_ENV = "CONVLAB_SWEEP_KEYS"
 REASON_TAG = "convlab.failure_reason"
-MODEL_TAG = "convlab.logged_model"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: config keys never logged as params (may carry credentials)
 PRIVATE_KEYS = ("tracking.uri",)
@@ -228,59 +228,6 @@ def log_npz(artifact_file: str, **arrays) -> None:
         np.savez_compressed(local, **arrays)
         directory = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(local), None if directory == "." else directory)
-
-
-def log_keras_model(model, class_names: list[str] | None = None, artifact_path: str = "model",
-                    with_optimizer: bool = False) -> None:
-    """Log ``model`` as ``<artifact_path>/model.keras`` (+ class names), loadable from ``runs:/<id>/model``.
-
-    Without ``with_optimizer`` the optimizer's slots are left out (RMSprop's double a Flatten head's size):
-    the model loads compiled, and training it on starts a fresh optimizer with the same settings.
-    """
-    with tempfile.TemporaryDirectory() as tmp, _fresh_optimizer(model, keep=with_optimizer):
-        model.save(Path(tmp) / "model.keras")
-        if class_names is not None:
-            (Path(tmp) / "class_names.json").write_text(json.dumps(list(class_names)))
-        mlflow.log_artifacts(tmp, artifact_path)
-    mlflow.set_tag(MODEL_TAG, "true")
-
-
-@contextlib.contextmanager
-def _fresh_optimizer(model, keep: bool) -> Iterator[None]:
-    """``model`` with an unbuilt copy of its optimizer (no slot variables) for the time of a save."""
-    trained = getattr(model, "optimizer", None)
-    if keep or trained is None:
-        yield
-        return
-    model.optimizer = type(trained).from_config(trained.get_config())
-    try:
-        yield
-    finally:
-        model.optimizer = trained
-
-
-def download_keras_model(uri: str) -> Path:
-    """The local path of the ``model.keras`` logged by :func:`log_keras_model` at ``uri`` (``runs:/<id>/model``)."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    model_file = local / "model.keras" if local.is_dir() else local
-    if not model_file.exists():
-        raise ConvlabError(f"{uri} holds no model.keras", fix="point at a run logged by `convlab task=train`")
-    return model_file
-
-
-def load_keras_model(uri: str):
-    """Load a model logged by :func:`log_keras_model` from an MLflow URI (``runs:/<id>/model``).
-
-    Returns ``(model, class_names or None)``.
-    """
-    import keras
-
-    model_file = download_keras_model(uri)
-    names_file = model_file.with_name("class_names.json")
-    class_names = json.loads(names_file.read_text()) if names_file.exists() else None
-    with warnings.catch_warnings():  # a model logged without its optimizer's slots (log_keras_model)
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        return keras.models.load_model(model_file), class_names
 
 
 CHECKPOINT_DIR = "checkpoints"
@@ -512,7 +459,7 @@ def job_experiment_id(cfg: DictConfig) -> str:
     parent_id = os.environ.get(PARENT_ENV)
     if parent_id:
         return MlflowClient().get_run(parent_id).info.experiment_id
-    return mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+    return mlflow_ui.set_experiment(cfg.tracking.experiment).experiment_id
 
 
 def parent_run_id() -> str | None:
@@ -638,7 +585,7 @@ class SweepParentRun(Callback):
             shown = redact(str(error))
             print(shown if isinstance(error, validation.ConfigError) else f"[convlab] {shown}", file=sys.stderr)
             raise SystemExit(1) from None
-        experiment = mlflow.set_experiment(config.tracking.experiment)
+        experiment = mlflow_ui.set_experiment(config.tracking.experiment)
         sweep_args = redact(" ".join(config.hydra.overrides.task))
         run = MlflowClient().create_run(
             experiment.experiment_id,

@@ -137,7 +137,7 @@ def run(
         training.log_curves(history, phase_starts=starts)
         training.log_test_metrics(network, dataset.split("test"))
 
-    log_keras_model(network, dataset.class_names)
+    log_keras_model(network, dataset.class_names, dataset.split("test"))
     keras.backend.clear_session()
 
 

@@ -56,7 +56,7 @@ def run(
     )
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
     training.log_test_metrics(network, dataset.split("test"))
-    log_keras_model(network, dataset.class_names, with_optimizer=checkpoint)  # slots: to train on from there
+    log_keras_model(network, dataset.class_names, dataset.split("test"), with_optimizer=checkpoint)  # slots: to train on from there
     keras.backend.clear_session()
 
 

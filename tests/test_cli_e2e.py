@@ -45,7 +45,9 @@ def test_train_job_records_config_metrics_plots_and_a_loadable_model(run_cli, ml
 
     artifacts = _artifact_paths(mlflow_client, run.info.run_id)
     assert {"plots/accuracy.png", "plots/loss.png", "plots/augmentation.png", "config/config.yaml",
-            "config/overrides.yaml", "model/model.keras", "model/class_names.json"} <= artifacts
+            "config/overrides.yaml"} <= artifacts
+    [output] = run.outputs.model_outputs  # the model is an MLflow LoggedModel, not a run artifact
+    assert mlflow_client.get_logged_model(output.model_id).name == "model"
 
     mlflow.set_tracking_uri(mlflow_store)
     from runner.tracking import load_keras_model

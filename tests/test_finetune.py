@@ -252,8 +252,8 @@ def test_a_features_sweep_computes_the_base_once(run_cli, mlflow_client, mlflow_
     assert metrics["feature_extraction_seconds"] < first.data.metrics["feature_extraction_seconds"]
     for metric in ("accuracy", "loss", "val_accuracy", "val_loss"):
         assert [p.step for p in mlflow_client.get_metric_history(second.info.run_id, metric)] == [0], metric
-    assert {"plots/accuracy.png", "plots/loss.png", "model/model.keras", "model/class_names.json"} <= \
-        _artifacts(mlflow_client, second.info.run_id)
+    assert {"plots/accuracy.png", "plots/loss.png"} <= _artifacts(mlflow_client, second.info.run_id)
+    assert mlflow_client.get_run(second.info.run_id).outputs.model_outputs  # the model, an MLflow LoggedModel
 
     model, class_names = _load_model(mlflow_store, second.info.run_id)
     assert class_names == ["cats", "dogs"] and model.input_shape == (None, 48, 48, 3)
@@ -290,8 +290,8 @@ def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, m
     # frozen: one phase, the head on the frozen base, with augmentation
     assert frozen.data.metrics["head_trainable_params"] == HEAD_PARAMS
     assert "finetune_trainable_params" not in frozen.data.metrics
-    assert {"plots/augmentation.png", "plots/accuracy.png", "model/model.keras"} <= \
-        _artifacts(mlflow_client, frozen.info.run_id)
+    assert {"plots/augmentation.png", "plots/accuracy.png"} <= _artifacts(mlflow_client, frozen.info.run_id)
+    assert mlflow_client.get_run(frozen.info.run_id).outputs.model_outputs
 
     # finetune: the head phase, then the base unfrozen from block_14_expand; one curve over both
     assert tuned.data.tags["finetune.unfreeze_from"] == "block_14_expand"
@@ -302,8 +302,9 @@ def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, m
     assert (metrics["finetune_trainable_params"] + metrics["finetune_non_trainable_params"]
             == metrics["head_trainable_params"] + metrics["head_non_trainable_params"])
     assert [p.step for p in mlflow_client.get_metric_history(tuned.info.run_id, "val_loss")] == [0, 1]
-    assert {"plots/accuracy.png", "plots/loss.png", "model_summary.txt", "model_summary_finetune.txt",
-            "model/model.keras"} <= _artifacts(mlflow_client, tuned.info.run_id)
+    assert {"plots/accuracy.png", "plots/loss.png", "model_summary.txt", "model_summary_finetune.txt"} <= \
+        _artifacts(mlflow_client, tuned.info.run_id)
+    assert mlflow_client.get_run(tuned.info.run_id).outputs.model_outputs
     model, _ = _load_model(mlflow_store, tuned.info.run_id)
     base = model.get_layer("mobilenet_v2")
     assert isinstance(base, keras.Model)

@@ -57,8 +57,9 @@ def test_a_three_job_sweep_is_seen_over_http_and_in_postgresql_without_secrets(s
         assert 0.0 <= child.data.metrics["test_accuracy"] <= 1.0
         # artifacts go through the server (mlflow-artifacts:), land in its --artifacts-destination
         assert child.info.artifact_uri.startswith("mlflow-artifacts:")
-        assert {"plots/accuracy.png", "plots/loss.png", "model/model.keras", "config/config.yaml"} <= \
+        assert {"plots/accuracy.png", "plots/loss.png", "config/config.yaml"} <= \
             artifact_paths(client, child.info.run_id)
+        assert client.get_run(child.info.run_id).outputs.model_outputs  # the model, an MLflow LoggedModel
         local = client.download_artifacts(child.info.run_id, "plots/accuracy.png", str(tmp_path))
         assert Path(local).read_bytes().startswith(PNG)
     assert len(list(server.artifacts.rglob("plots/accuracy.png"))) == 3
@@ -143,7 +144,7 @@ def test_the_server_stopped_in_the_middle_of_a_run_loses_no_metric_point(server,
     (REPO / "outputs" / "outage-retries.log").write_text("\n".join(retry_lines) + "\n")
     # urllib3 counts down: total=6 on a request's 1st retry, total=0 on its 7th (MLflow's default maximum)
     worst = 7 - min(int(t) for t in re.findall(r"Retrying \(\w+\(total=(\d+)", output))
-    assert "model/model.keras" in artifact_paths(client, run.info.run_id)
+    assert client.get_run(run.info.run_id).outputs.model_outputs  # the model, logged after the outage
     report(f"outage: server down {up_at - down_at:.1f} s (stop + 5 s + restart) during a {epochs}-epoch run; "
            f"{len(during)} epochs ended meanwhile; client retries logged: {len(retries)} "
            f"({', '.join(sorted(set(retries)))}), at most {worst} for one request; "

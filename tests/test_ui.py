@@ -90,3 +90,57 @@ def test_the_mlflow_ui_shows_a_gradcam_run_its_metrics_and_overlay(server, tmp_p
             browser.close()
     report(f"MLflow UI in headless Chromium: run {run.info.run_id} shows top1_prob={top1:.4f} and "
            f"{OVERLAY} ({width}x{height}); screenshots in {SCREENSHOTS.relative_to(REPO)}/")
+
+
+def test_a_train_run_opens_in_the_model_training_view_with_its_datasets_and_model(server, tmp_path):
+    """The link the job prints opens the model-training view; the runs table's Dataset column names the
+    splits; the Models tab lists the LoggedModel and its registered version."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import TINY_TRAIN
+
+    proc = convlab("tracking=server", *TINY_TRAIN, "tracking.register_model=ui_convnet", cwd=tmp_path,
+                   tracking_uri=server.uri)
+    [link] = re.findall(r"\[convlab\] (http\S+#/experiments/\S+)", proc.stdout)
+    client = MlflowClient(tracking_uri=server.uri)
+    [run] = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    experiment = f"{server.uri}/#/experiments/{run.info.experiment_id}"
+    assert link.startswith(f"{experiment}/runs/{run.info.run_id}?")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page = browser.new_page()
+            page.goto(link, wait_until="load")
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("test_accuracy", exact=True).first.wait_for(timeout=30_000)
+            _assert_model_training_view(page)
+            page.screenshot(path=str(SCREENSHOTS / "train_run_page.png"))
+
+            page.get_by_role("link", name="Runs").first.click()  # the sidebar, view parameter kept
+            page.get_by_text("cats_vs_dogs-train", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
+            _assert_model_training_view(page)
+            page.screenshot(path=str(SCREENSHOTS / "train_runs_dataset_column.png"))
+
+            page.goto(f"{experiment}/models?workflowType=machine_learning", wait_until="load")
+            page.get_by_text("Ready", exact=True).first.wait_for(timeout=60_000)  # the LoggedModel's status
+            models = page.inner_text("body")
+            assert "ui_convnet" in models and "v1" in models  # its registered version
+            _assert_model_training_view(page)
+            page.screenshot(path=str(SCREENSHOTS / "train_models_tab.png"))
+        finally:
+            browser.close()
+    report(f"MLflow UI in headless Chromium: run {run.info.run_id} in the model-training view, Dataset column "
+           f"and Models tab filled; screenshots in {SCREENSHOTS.relative_to(REPO)}/")
+
+
+def _assert_model_training_view(page) -> None:
+    sidebar = page.inner_text("body")
+    assert "Models" in sidebar and "Model registry" in sidebar
+    assert "Evaluation runs" not in sidebar and "Judges" not in sidebar  # the GenAI view's entries

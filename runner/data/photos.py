@@ -50,6 +50,8 @@ class Photos:
         if not photos:
             raise ConvlabError(f"none of the {len(files)} photo file(s) can be loaded",
                                fix="replace them with JPEG/PNG/BMP/WebP images")
+        loaded = [path for path, check in checks.items() if not check.problem]
+        self._files = [f"skimage.data.{name}" for name in names] + [str(path.resolve()) for path in loaded]
         self._photos = _unique_names(photos)
 
     def images(self) -> list[Photo]:
@@ -62,6 +64,10 @@ class Photos:
             digest.update(f"{name}\0{image.shape}\n".encode())
             digest.update(image.tobytes())
         return digest.hexdigest()
+
+    def source(self) -> dict[str, list[str]]:
+        """The photo files, scikit-image's bundled samples as ``skimage.data.<name>``."""
+        return {"files": list(self._files)}
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from runner.errors import ConvlabError
+from runner.mlflow_models import model_uri
 from runner.models.base import ModelSpec
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -82,7 +83,7 @@ class FromRun(ModelSpec):
         if run_id and run_id != LATEST and not RUN_ID.match(run_id):
             raise ConvlabError(f"model.run_id={run_id!r} is not an MLflow run id (32 hex characters)",
                                fix="copy the run id from the MLflow UI or `mlflow runs list`, or use latest")
-        self.uri = uri or f"runs:/{_latest_model_run() if run_id == LATEST else run_id}/model"
+        self.uri = model_uri(uri) if uri else f"runs:/{_latest_model_run() if run_id == LATEST else run_id}/model"
         self._loaded = None
 
     def _load(self):

