@@ -4,9 +4,11 @@ Screenshots are kept in outputs/ui/ (CI artifacts)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,21 @@ def _chromium() -> str:
     return path
 
 
+@contextlib.contextmanager
+def _browser_page(height: int) -> Iterator:
+    """A page of the system's headless Chromium in a fresh profile (closed afterwards)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": height})
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
@@ -49,8 +66,6 @@ def server(tmp_path_factory):
 
 
 def test_the_mlflow_ui_shows_a_gradcam_run_its_metrics_and_overlay(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     convlab("tracking=server", "task=gradcam", "model=mobilenet_v2", "dataset=photos", cwd=tmp_path,
             tracking_uri=server.uri)
     client = MlflowClient(tracking_uri=server.uri)
@@ -62,32 +77,25 @@ def test_the_mlflow_ui_shows_a_gradcam_run_its_metrics_and_overlay(server, tmp_p
     run_url = f"{server.uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1200})
-        try:
-            page = browser.new_page()
-            page.goto(run_url, wait_until="load")
-            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
-            metrics = page.get_by_text("top1_prob", exact=True).first
-            metrics.wait_for(timeout=30_000)
-            page.get_by_text(str(top1)[:6]).first.wait_for(timeout=30_000)  # its value, in the Metrics table
-            page.get_by_text("Finished", exact=True).first.wait_for(timeout=30_000)
-            body = page.inner_text("body")
-            assert run.info.run_id in body
-            metrics.scroll_into_view_if_needed()  # the run page scrolls inside its own pane
-            page.screenshot(path=str(SCREENSHOTS / "gradcam_run_overview.png"))
+    with _browser_page(height=1200) as page:
+        page.goto(run_url, wait_until="load")
+        page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        metrics = page.get_by_text("top1_prob", exact=True).first
+        metrics.wait_for(timeout=30_000)
+        page.get_by_text(str(top1)[:6]).first.wait_for(timeout=30_000)  # its value, in the Metrics table
+        page.get_by_text("Finished", exact=True).first.wait_for(timeout=30_000)
+        body = page.inner_text("body")
+        assert run.info.run_id in body
+        metrics.scroll_into_view_if_needed()  # the run page scrolls inside its own pane
+        page.screenshot(path=str(SCREENSHOTS / "gradcam_run_overview.png"))
 
-            page.goto(f"{run_url}/artifacts/{OVERLAY}", wait_until="load")
-            page.get_by_text(OVERLAY).first.wait_for(timeout=60_000)
-            # the overlay itself, decoded by the browser at its real size (not a broken-image icon)
-            page.wait_for_function(
-                "([w, h]) => [...document.images].some(i => i.complete && i.naturalWidth === w"
-                " && i.naturalHeight === h)", arg=[width, height], timeout=60_000)
-            page.screenshot(path=str(SCREENSHOTS / "gradcam_overlay.png"))
-        finally:
-            browser.close()
+        page.goto(f"{run_url}/artifacts/{OVERLAY}", wait_until="load")
+        page.get_by_text(OVERLAY).first.wait_for(timeout=60_000)
+        # the overlay itself, decoded by the browser at its real size (not a broken-image icon)
+        page.wait_for_function(
+            "([w, h]) => [...document.images].some(i => i.complete && i.naturalWidth === w"
+            " && i.naturalHeight === h)", arg=[width, height], timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "gradcam_overlay.png"))
     report(f"MLflow UI in headless Chromium: run {run.info.run_id} shows top1_prob={top1:.4f} and "
            f"{OVERLAY} ({width}x{height}); screenshots in {SCREENSHOTS.relative_to(REPO)}/")
 
@@ -96,8 +104,6 @@ def test_a_train_run_opens_in_the_model_training_view_with_its_datasets_and_mode
     """The link the job prints opens the model-training view; the runs table's Dataset column names the
     splits; the Models tab lists the LoggedModel and its registered version."""
     import re
-
-    from playwright.sync_api import sync_playwright
 
     from tests.conftest import TINY_TRAIN
 
@@ -110,32 +116,25 @@ def test_a_train_run_opens_in_the_model_training_view_with_its_datasets_and_mode
     assert link.startswith(f"{experiment}/runs/{run.info.run_id}?")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000})
-        try:
-            page = browser.new_page()
-            page.goto(link, wait_until="load")
-            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
-            page.get_by_text("test_accuracy", exact=True).first.wait_for(timeout=30_000)
-            _assert_model_training_view(page)
-            page.screenshot(path=str(SCREENSHOTS / "train_run_page.png"))
+    with _browser_page(height=1000) as page:
+        page.goto(link, wait_until="load")
+        page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("test_accuracy", exact=True).first.wait_for(timeout=30_000)
+        _assert_model_training_view(page)
+        page.screenshot(path=str(SCREENSHOTS / "train_run_page.png"))
 
-            page.get_by_role("link", name="Runs").first.click()  # the sidebar, view parameter kept
-            page.get_by_text("cats_vs_dogs-train", exact=False).first.wait_for(timeout=60_000)
-            page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
-            _assert_model_training_view(page)
-            page.screenshot(path=str(SCREENSHOTS / "train_runs_dataset_column.png"))
+        page.get_by_role("link", name="Runs").first.click()  # the sidebar, view parameter kept
+        page.get_by_text("cats_vs_dogs-train", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
+        _assert_model_training_view(page)
+        page.screenshot(path=str(SCREENSHOTS / "train_runs_dataset_column.png"))
 
-            page.goto(f"{experiment}/models?workflowType=machine_learning", wait_until="load")
-            page.get_by_text("Ready", exact=True).first.wait_for(timeout=60_000)  # the LoggedModel's status
-            models = page.inner_text("body")
-            assert "ui_convnet" in models and "v1" in models  # its registered version
-            _assert_model_training_view(page)
-            page.screenshot(path=str(SCREENSHOTS / "train_models_tab.png"))
-        finally:
-            browser.close()
+        page.goto(f"{experiment}/models?workflowType=machine_learning", wait_until="load")
+        page.get_by_text("Ready", exact=True).first.wait_for(timeout=60_000)  # the LoggedModel's status
+        models = page.inner_text("body")
+        assert "ui_convnet" in models and "v1" in models  # its registered version
+        _assert_model_training_view(page)
+        page.screenshot(path=str(SCREENSHOTS / "train_models_tab.png"))
     report(f"MLflow UI in headless Chromium: run {run.info.run_id} in the model-training view, Dataset column "
            f"and Models tab filled; screenshots in {SCREENSHOTS.relative_to(REPO)}/")
 
