@@ -263,6 +263,21 @@ def test_a_mistyped_method_fails_at_compose_listing_the_methods():
     assert cfg.task.method.steps == 32 and str(cfg.task.method.baseline) == "blur"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("task/method=smoothgrad task.method.samples=0", "task.method.samples=0 must be >= 1"),
+    ("task/method=integrated_gradients task.method.steps=0", "task.method.steps=0 must be >= 1"),
+    ("task/method=scorecam task.method.max_channels=0", "task.method.max_channels=0 must be >= 1"),
+    ("task.alpha=1.5", "task.alpha=1.5 must be in [0, 1]"),
+])
+def test_out_of_range_method_settings_are_rejected_before_a_run(override, message):
+    from runner.validation import ConfigError, check_config
+
+    cfg = compose_config(["task=explain", *override.split()])
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_config(cfg)
+    check_config(compose_config(["task=explain", "task/method=scorecam", "task.method.max_channels=8"]))
+
+
 # ----------------------------------------------------------------------------------- end to end
 
 

@@ -16,6 +16,7 @@ from enum import Enum
 
 from runner.errors import ConvlabError
 from runner.explain.base import InputGradient
+from runner.validation import bounded
 
 
 class Baseline(str, Enum):
@@ -30,7 +31,7 @@ class Baseline(str, Enum):
 @dataclass
 class IntegratedGradients(InputGradient):
     name = "integrated_gradients"
-    steps: int = 32
+    steps: int = bounded(32, ge=1)
     baseline: Baseline = Baseline.black
     blur_sigma: float = 10.0  # pixels, for baseline=blur
     seed: int = 0  # baseline=noise

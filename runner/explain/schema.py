@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from runner.explain import METHODS
 from runner.explain.targets import Score
+from runner.validation import bounded
 
 
 @dataclass
@@ -29,9 +30,9 @@ class ExplainConfig:
     layer: Optional[str] = None  # CAM family: None = the last 4-D non-pooling layer; input-space methods: None
     class_index: Optional[int] = None  # None: each image's top-1 class
     score: Score = Score.probability
-    alpha: float = 0.4
-    top: int = 3
-    images: int = 4  # images taken from a dataset split (dataset=photos: every photo)
+    alpha: float = bounded(0.4, ge=0, le=1)
+    top: int = bounded(3, ge=1)
+    images: int = bounded(4, ge=1)  # images taken from a dataset split (dataset=photos: every photo)
     split: str = "test"
 
 
@@ -40,7 +41,7 @@ def method_schema(name: str) -> type:
     module = importlib.import_module(f"runner.explain.{name}")
     cls = module.METHOD
     hints = typing.get_type_hints(cls)
-    settings = [(f.name, hints[f.name], field(default=f.default)) for f in dataclasses.fields(cls)]
+    settings = [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata)) for f in dataclasses.fields(cls)]
     target = ("_target_", str, field(default=f"{cls.__module__}.{cls.__name__}"))
     return dataclasses.make_dataclass(f"{cls.__name__}Config", [target, *settings])
 

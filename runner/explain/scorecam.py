@@ -19,13 +19,14 @@ from typing import Optional
 from runner.errors import ConvlabError
 from runner.explain.base import Method
 from runner.explain.targets import chosen_targets
+from runner.validation import bounded
 
 
 @dataclass
 class ScoreCAM(Method):
     name = "scorecam"
-    batch_size: int = 32  # masked images per forward pass
-    max_channels: Optional[int] = None  # Faster Score-CAM: the channels of largest variance; None: all
+    batch_size: int = bounded(32, ge=1)  # masked images per forward pass
+    max_channels: Optional[int] = bounded(None, ge=1)  # Faster Score-CAM: the channels of largest variance; None: all
 
     def validate(self):
         if self.batch_size < 1:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from runner.errors import ConvlabError
 from runner.explain.base import InputGradient
+from runner.validation import bounded
 
 
 @dataclass
 class SmoothGrad(InputGradient):
     name = "smoothgrad"
-    samples: int = 25
+    samples: int = bounded(25, ge=1)
     noise: float = 0.15  # sigma as a fraction of each image's value range (the paper: 10-20 %)
     seed: int = 0
 
