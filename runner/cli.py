@@ -46,6 +46,7 @@ def run_job(cfg: DictConfig) -> None:
             return
         unfinished = reproduce.resumable_run(experiment_id, job_hash)
         resume_run_id = unfinished.info.run_id if unfinished else None
+    tracking.open_store(cfg.tracking.uri)  # an unusable store fails in seconds, before TensorFlow loads
     terminal.import_tensorflow()
     tags = {reproduce.HASH_TAG: job_hash, **({reproduce.RERUN_TAG: cfg.rerun_of} if cfg.rerun_of else {})}
     with tracking.job_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
