@@ -104,7 +104,7 @@ def main() -> None:
         with tracking.signals_interrupt():
             hydra_main()
     except KeyboardInterrupt as error:
-        interrupted = tracking.interruption_of(error)
+        interrupted = tracking.take_interruption(error)
         if not tracking.killed_runs():
             print(f"[convlab] KILLED: {interrupted.reason}, before a run started", file=sys.stderr)
         sys.exit(interrupted.exit_code)

@@ -66,8 +66,11 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, reason: str, exit_code: int):
         super().__init__(reason)
         self.reason, self.exit_code = reason, exit_code
+        self.taken = False  # set by take_interruption once job_run or main handles it
 
 
+#: seconds between re-raises of a signal's exception that nothing has taken yet (see signals_interrupt)
+REDELIVER_S = 1.0
 #: what a signal means for the run, and the exit status (128 + the signal's number, as a shell reports it)
 SIGNALS = {signal.SIGINT: ("interrupted (Ctrl-C)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143)}
 _interruption: Interrupted | None = None
@@ -120,17 +123,41 @@ def signals_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         global _interruption
         _interruption = Interrupted(*SIGNALS[signum])
+        # Raised inside a finalizer (a weakref callback, a __del__), the exception is printed as "Exception
+        # ignored" and lost, and the job would go on: until job_run or main takes it, raise it again each second.
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S, REDELIVER_S)
         raise _interruption
 
-    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    def redeliver(signum, frame):
+        if _interruption is not None and not _interruption.taken:
+            raise _interruption
+
+    def quiet_when_redelivered(unraisable):
+        if not isinstance(unraisable.exc_value, Interrupted):  # ours is raised again: no "Exception ignored"
+            default_hook(unraisable)
+
+    default_hook = sys.unraisablehook
+    sys.unraisablehook = quiet_when_redelivered
+    previous = {signum: signal.getsignal(signum) for signum in (*SIGNALS, signal.SIGALRM)}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
-            signal.signal(signum, interrupt)
+            signal.signal(signum, redeliver if signum == signal.SIGALRM else interrupt)
     try:
         yield
     finally:
+        sys.unraisablehook = default_hook
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def take_interruption(error: BaseException) -> Interrupted:
+    """The Ctrl-C / SIGTERM behind ``error``, marked as handled: it is not raised again."""
+    interrupted = interruption_of(error)
+    interrupted.taken = True
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return interrupted
 
 
 # ------------------------------------------------------------------------------------- run contents
@@ -482,12 +509,10 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
     with _store_errors(cfg.tracking.uri):
         if resume_run_id:
             started = mlflow.start_run(run_id=resume_run_id)
-            if parent_id:
-                mlflow.set_tag("mlflow.parentRunId", parent_id)
-        else:
+            mlflow.set_tags({**liveness.where_tags(), **({"mlflow.parentRunId": parent_id} if parent_id else {})})
+        else:  # created with its pid and host: a SIGKILL a moment later still leaves a run that can be found
             started = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(cfg),
-                                       parent_run_id=parent_id)
-        mlflow.set_tags(liveness.where_tags())
+                                       parent_run_id=parent_id, tags=liveness.where_tags())
     run = started
     with liveness.heartbeat(run.info.run_id, cfg.tracking.heartbeat_s):
         try:
@@ -497,12 +522,14 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
             mlflow.set_tags({**environment_tags(cfg.seed), **(tags or {})})  # imports TensorFlow
             yield run
         except KeyboardInterrupt as error:
-            _end_killed(run.info.run_id, interruption_of(error))
-            raise interruption_of(error) from None
+            interrupted = take_interruption(error)
+            _end_killed(run.info.run_id, interrupted)
+            raise interrupted from None
         except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
             if _interruption:  # Ctrl-C / SIGTERM that surfaced as another exception (e.g. from inside a TF op)
-                _end_killed(run.info.run_id, _interruption)
-                raise _interruption from None
+                interrupted = take_interruption(_interruption)
+                _end_killed(run.info.run_id, interrupted)
+                raise interrupted from None
             _failed_runs.append(run.info.run_id)
             with contextlib.suppress(Exception):  # a full disk may refuse these too; the line below still shows
                 mlflow.set_tag(REASON_TAG, failure_reason(error))
