@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test fetch ui clean
+.PHONY: run test test-all fetch ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,11 @@ run: fetch
 	$(BIN)/convlab task=gradcam model=from_run model.run_id=latest
 	$(BIN)/convlab experiment=gradcam
 
-## the whole test suite
+## the test suite but its slowest end-to-end runs (marker `slow`), under 15 min here; `make test-all`: all of it
 test: fetch
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: fetch
 	$(BIN)/python -m pytest
 
 ## the MLflow UI over ./mlflow.db on http://127.0.0.1:5000

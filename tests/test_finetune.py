@@ -233,6 +233,7 @@ def _children(client):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_features_sweep_computes_the_base_once(run_cli, mlflow_client, mlflow_store, cache_dir):
     run_cli("-m", *_tiny(cache_dir), "task.head.learning_rate=1e-3,1e-4")
 
@@ -278,6 +279,7 @@ def test_a_features_sweep_computes_the_base_once(run_cli, mlflow_client, mlflow_
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, mlflow_client, mlflow_store,
                                                                      cache_dir):
     import keras

@@ -43,6 +43,7 @@ def preset_store(tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", RUN_ORDER)
 def test_quick_preset_runs_end_to_end(preset, preset_store):
     uri = f"sqlite:///{preset_store / 'mlflow.db'}"

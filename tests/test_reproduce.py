@@ -66,6 +66,7 @@ def test_pinned_values_survive_the_hydra_override_grammar(value):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_deterministic_rerun_reproduces_every_epoch_exactly(run_cli, mlflow_client, mlflow_store, tmp_path):
     run_cli(*TINY_TRAIN, "task.epochs=2", "deterministic=true")
     [original] = all_runs(mlflow_client)
@@ -84,6 +85,7 @@ def test_deterministic_rerun_reproduces_every_epoch_exactly(run_cli, mlflow_clie
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_rerun_applies_extra_overrides_and_strict_fails_on_a_changed_input(run_cli, mlflow_client, mlflow_store,
                                                                           tmp_path):
     data = make_folder(tmp_path / "data")
@@ -128,6 +130,7 @@ def test_rerun_bad_input_gets_a_one_line_error(run_cli, mlflow_client, mlflow_st
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_resume_completes_only_the_jobs_a_killed_or_failed_sweep_missed(run_cli, mlflow_client, tmp_path):
     paths = [make_folder(tmp_path / "a", 1), make_folder(tmp_path / "b", 2), tmp_path / "c"]  # c: not there yet
     sweep = ["-m", *FOLDER_TRAIN, f"dataset.path={','.join(map(str, paths))}"]
@@ -151,6 +154,7 @@ def test_resume_completes_only_the_jobs_a_killed_or_failed_sweep_missed(run_cli,
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_killed_checkpointed_run_continues_from_its_last_epoch(tmp_path, mlflow_store, mlflow_client, run_cli):
     data = make_folder(tmp_path / "data")
     args = [*FOLDER_TRAIN, f"dataset.path={data}", "task.checkpoint=true", "task.epochs=4"]
