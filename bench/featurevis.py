@@ -69,10 +69,7 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 224, repea
 
 def _per_filter(whole_layer, recipe, indices, start):
     """The recipe's step as one tf.function (filter index a tensor), ``steps`` calls per filter."""
-    import numpy as np
     import tensorflow as tf
-
-    from runner.featurevis.params import Fourier
 
     param, rule, shift = recipe.param, recipe.step_rule, recipe.transforms
     fixed = tuple(whole_layer.input_shape[1:3])
@@ -105,7 +102,6 @@ def _tf_keras_vis(network, indices, steps, size):
     except ImportError:
         print("tf-keras-vis not installed (pip install -e '.[crosscheck]'): its column is left out")
         return None
-    import keras
     import tensorflow as tf
 
     from runner.layers import feature_model

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import traceback
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
