@@ -84,6 +84,20 @@ def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------- pictures of maps
 
 
+def tile(pictures: np.ndarray, columns: int, gap: int = 0, fill=0) -> np.ndarray:
+    """Pictures (count, height, width[, channels]) in one grid: picture k at row k // columns, column
+    k % columns (reading order), ``gap`` pixels between them (not around); the gaps and the empty slots of
+    the last row are ``fill``. A grid never has more columns than pictures."""
+    count, height, width = pictures.shape[:3]
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    slots = np.full((rows * columns, height + gap, width + gap, *pictures.shape[3:]), fill, dtype=pictures.dtype)
+    slots[:count, :height, :width] = pictures
+    grid = slots.reshape(rows, columns, height + gap, width + gap, *pictures.shape[3:]).swapaxes(1, 2)
+    grid = grid.reshape(rows * (height + gap), columns * (width + gap), *pictures.shape[3:])
+    return grid[:rows * (height + gap) - gap, :columns * (width + gap) - gap]
+
+
 def class_names(spec: ModelSpec, dataset, count: int) -> list[str]:
     """The model's names (ImageNet, a trained run's), else the dataset's, else ``class <i>``."""
     for names in (spec.class_names, getattr(dataset, "class_names", None)):

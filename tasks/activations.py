@@ -21,7 +21,7 @@ from runner.errors import ConvlabError
 from runner.layers import SEPARATOR, feature_model, find_layer, is_spatial, layer_paths, pick_layer
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
-from runner.visual import VisualInput, build_model, load_inputs
+from runner.visual import VisualInput, build_model, load_inputs, tile
 
 if TYPE_CHECKING:
     import keras
@@ -145,21 +145,9 @@ def _channel_grid(activation: np.ndarray, images_per_row: int, zoom: int = 1) ->
     """Channel k of (height, width, channels), each pixel repeated ``zoom`` times, as the tile at row
     k // images_per_row, column k % images_per_row; the gaps between tiles and the empty slots of the
     last row are masked."""
-    height, width, channels = activation.shape
-    columns = min(images_per_row, channels)
-    rows = math.ceil(channels / columns)
-    tile_height, tile_width = height * zoom, width * zoom
-    tiles = np.zeros((rows * columns, tile_height + GAP, tile_width + GAP), np.uint8)
-    channel_first = _normalized_channels(activation).transpose(2, 0, 1)
-    tiles[:channels, :tile_height, :tile_width] = channel_first.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    blank = np.ones(tiles.shape, bool)
-    blank[:channels, :tile_height, :tile_width] = False
-
-    def laid_out(stack: np.ndarray) -> np.ndarray:
-        grid = stack.reshape(rows, columns, tile_height + GAP, tile_width + GAP).transpose(0, 2, 1, 3)
-        return grid.reshape(rows * (tile_height + GAP), columns * (tile_width + GAP))[:-GAP, :-GAP]
-
-    return np.ma.MaskedArray(laid_out(tiles), mask=laid_out(blank))
+    channel_first = _normalized_channels(activation).transpose(2, 0, 1).repeat(zoom, axis=1).repeat(zoom, axis=2)
+    return np.ma.MaskedArray(tile(channel_first, images_per_row, GAP),
+                             mask=tile(np.zeros(channel_first.shape, bool), images_per_row, GAP, fill=True))
 
 
 def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
@@ -198,21 +186,15 @@ def _overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
     of (height, width, channels), each resampled (nearest) to ``OVERVIEW_TILE`` pixels square."""
     from matplotlib.figure import Figure
 
-    tile = OVERVIEW_TILE
-    rows = []
-    for activation in activations.values():
+    side = OVERVIEW_TILE
+    slots = np.full((len(activations), OVERVIEW_CHANNELS, side, side), np.nan)  # a layer's row, nan: no channel
+    for row, activation in enumerate(activations.values()):
         picked = drawn_channels(activation, OVERVIEW_CHANNELS)
         normalized = _normalized_channels(activation[..., picked])
-        ys = np.arange(tile) * activation.shape[0] // tile
-        xs = np.arange(tile) * activation.shape[1] // tile
-        tiles = normalized[ys][:, xs]  # (tile, tile, picked)
-        row = np.full((tile, OVERVIEW_CHANNELS * (tile + GAP) - GAP), np.nan)
-        for slot in range(len(picked)):
-            row[:, slot * (tile + GAP):slot * (tile + GAP) + tile] = tiles[..., slot]
-        rows.append(row)
-    mosaic = np.full((len(rows) * (tile + GAP) - GAP, rows[0].shape[1]), np.nan)
-    for index, row in enumerate(rows):
-        mosaic[index * (tile + GAP):index * (tile + GAP) + tile] = row
+        ys = np.arange(side) * activation.shape[0] // side
+        xs = np.arange(side) * activation.shape[1] // side
+        slots[row, :len(picked)] = normalized[ys][:, xs].transpose(2, 0, 1)
+    mosaic = tile(slots.reshape(-1, side, side), OVERVIEW_CHANNELS, GAP, fill=np.nan)
     label_inches = 0.08 * max(len(path) for path in activations) + 0.3
     fig = Figure(figsize=(mosaic.shape[1] / DPI + label_inches, mosaic.shape[0] / DPI + TITLE_INCHES), dpi=DPI)
     ax = fig.add_axes((label_inches / fig.get_figwidth(), 0, 1 - label_inches / fig.get_figwidth(),
@@ -220,11 +202,11 @@ def _overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
     ax.imshow(np.ma.masked_invalid(mosaic), cmap="viridis", vmin=0, vmax=255, interpolation="nearest",
               aspect="auto")
     ax.set_xticks([])
-    ax.set_yticks([index * (tile + GAP) + tile / 2 for index in range(len(rows))], list(activations), fontsize=7)
+    ax.set_yticks([index * (side + GAP) + side / 2 for index in range(len(activations))], list(activations), fontsize=7)
     ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    fig.suptitle(f"{len(rows)} layers, the {OVERVIEW_CHANNELS} most varying channels of each",
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.suptitle(f"{len(activations)} layers, the {OVERVIEW_CHANNELS} most varying channels of each",
                  y=1 - 0.5 * TITLE_INCHES / fig.get_figheight(), va="center", fontsize=10)
     return fig
 

@@ -32,7 +32,7 @@ from runner.featurevis.target import map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
 from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
 from runner.tracking import log_npz
-from runner.visual import build_model
+from runner.visual import build_model, tile
 
 if TYPE_CHECKING:
     import keras
@@ -244,25 +244,11 @@ def deprocess(image: np.ndarray, std: float | None, crop: int) -> np.ndarray:
     return x.astype(np.uint8)
 
 
-def grid(patterns: np.ndarray, columns: int, margin: int) -> np.ndarray:
-    """Patterns in reading order (keras.io's; the book filled its grid column by column), ``columns`` a row,
-    ``margin`` black pixels between them (not around)."""
-    count, height, width, channels = patterns.shape
-    columns = min(columns, count)
-    rows = -(-count // columns)
-    grid = np.zeros((rows * height + (rows - 1) * margin, columns * width + (columns - 1) * margin, channels),
-                    dtype=patterns.dtype)
-    for k, pattern in enumerate(patterns):
-        top, left = (k // columns) * (height + margin), (k % columns) * (width + margin)
-        grid[top:top + height, left:left + width] = pattern
-    return grid
-
-
 def _log_layer(layer: str, filters: list[int], images: np.ndarray, patterns: np.ndarray, losses: np.ndarray,
                grid_columns: int, margin: int, seconds_per_filter: float) -> None:
     from mlflow.entities import Metric
 
-    tiles = grid(patterns, grid_columns, margin)
+    tiles = tile(patterns, grid_columns, margin)
     mlflow.log_image(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, artifact_file=f"filters/{layer}.png")
     log_npz(f"filters/{layer}.npz", filters=np.asarray(filters), patterns=patterns, images=images, losses=losses)
 

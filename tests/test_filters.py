@@ -370,19 +370,6 @@ def test_deprocessing_is_the_books_and_keras_ios_formula_or_the_pixels_as_they_a
     np.testing.assert_array_equal(filters.deprocess(image, None, 0), np.clip(image, 0, 255).astype(np.uint8))
 
 
-def test_the_grid_puts_tile_k_at_row_k_div_columns_with_black_margins_between_tiles():
-    patterns = np.stack([np.full((4, 4, 3), k + 1, np.uint8) for k in range(10)])
-    grid = filters.grid(patterns, columns=8, margin=5)
-
-    assert grid.shape == (2 * 4 + 5, 8 * 4 + 7 * 5, 3)
-    expected = np.zeros_like(grid)
-    for k in range(10):
-        top, left = (k // 8) * 9, (k % 8) * 9
-        expected[top:top + 4, left:left + 4] = k + 1
-    np.testing.assert_array_equal(grid, expected)
-    assert filters.grid(patterns[:4], columns=8, margin=5).shape == (4, 4 * 4 + 3 * 5, 3)
-
-
 # -------------------------------------------------------------------------------- the task in MLflow
 
 
