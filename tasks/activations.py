@@ -56,9 +56,9 @@ def run(
         raise ConvlabError(f"task.max_channels_drawn={max_channels_drawn} must be at least 1",
                            fix="use task.max_channels_drawn=64, or null to draw every channel")
     network = build_model(model, dataset)
-    paths = _chosen_layers(network, layers)
+    paths = chosen_layers(network, layers)
     inputs = load_inputs(model, network, dataset, images, split)
-    activations = _layer_activations(network, paths, np.stack([image.model_input for image in inputs]))
+    activations = layer_activations(network, paths, np.stack([image.model_input for image in inputs]))
 
     names = np.array([image.name for image in inputs])
     for path, batch in activations.items():
@@ -68,10 +68,10 @@ def run(
         mlflow.log_image(_displayable(image), f"{folder}/input.png")
         for path, batch in activations.items():
             drawn = drawn_channels(batch[index], max_channels_drawn)
-            mlflow.log_figure(_grid_figure(batch[index], path, images_per_row, drawn),
+            mlflow.log_figure(grid_figure(batch[index], path, images_per_row, drawn),
                               f"{folder}/{_file_name(path)}.png")
-            mlflow.log_metric(f"sparsity/{_file_name(path)}", _sparsity(batch[index]), step=index)
-        mlflow.log_figure(_overview_figure({path: batch[index] for path, batch in activations.items()}),
+            mlflow.log_metric(f"sparsity/{_file_name(path)}", sparsity(batch[index]), step=index)
+        mlflow.log_figure(overview_figure({path: batch[index] for path, batch in activations.items()}),
                           f"{folder}/overview.png")
     print(_sparsity_table(activations, list(names)))
 
@@ -79,7 +79,7 @@ def run(
 # ------------------------------------------------------------------------------------------- layers
 
 
-def _chosen_layers(network: "keras.Model", layers: list[str] | None) -> list[str]:
+def chosen_layers(network: "keras.Model", layers: list[str] | None) -> list[str]:
     """``layers`` checked to have feature-map outputs, or by default every Conv/Pool layer in call order."""
     if layers:
         for path in layers:
@@ -104,7 +104,7 @@ def _check_spatial(network: "keras.Model", path: str) -> None:
     pick_layer(network, path, pooling=True, purpose="it has no channels to show", option="task.layers")
 
 
-def _layer_activations(network: "keras.Model", paths: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
+def layer_activations(network: "keras.Model", paths: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
     """``{path: (images, height, width, channels) float32}`` from one forward pass over ``batch``."""
     outputs = feature_model(network, paths).predict(batch, verbose=0)
     if not isinstance(outputs, list):  # Keras unwraps a model's one-element output list
@@ -125,7 +125,7 @@ def drawn_channels(activation: np.ndarray, limit: int | None) -> np.ndarray:
     return np.sort(np.argsort(-variance, kind="stable")[:limit])
 
 
-def _normalized_channels(activation: np.ndarray) -> np.ndarray:
+def normalized_channels(activation: np.ndarray) -> np.ndarray:
     """The book's per-channel display scaling of (height, width, channels): subtract the channel's mean,
     divide by its std, x64 + 128, clip to uint8.
 
@@ -141,16 +141,16 @@ def _normalized_channels(activation: np.ndarray) -> np.ndarray:
     return np.where(np.all(values == 0, axis=(0, 1)), 0, scaled).astype(np.uint8)
 
 
-def _channel_grid(activation: np.ndarray, images_per_row: int, zoom: int = 1) -> np.ma.MaskedArray:
+def channel_grid(activation: np.ndarray, images_per_row: int, zoom: int = 1) -> np.ma.MaskedArray:
     """Channel k of (height, width, channels), each pixel repeated ``zoom`` times, as the tile at row
     k // images_per_row, column k % images_per_row; the gaps between tiles and the empty slots of the
     last row are masked."""
-    channel_first = _normalized_channels(activation).transpose(2, 0, 1).repeat(zoom, axis=1).repeat(zoom, axis=2)
+    channel_first = normalized_channels(activation).transpose(2, 0, 1).repeat(zoom, axis=1).repeat(zoom, axis=2)
     return np.ma.MaskedArray(tile(channel_first, images_per_row, GAP),
                              mask=tile(np.zeros(channel_first.shape, bool), images_per_row, GAP, fill=True))
 
 
-def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
+def grid_figure(activation: np.ndarray, path: str, images_per_row: int,
                  drawn: np.ndarray | None = None) -> "Figure":
     """The grid of the ``drawn`` channels (default all), one image pixel per screen pixel, titled with the
     layer, in viridis; small feature maps are magnified by a whole factor so that every pixel stays sharp.
@@ -160,7 +160,7 @@ def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
     height, width, channels = activation.shape
     drawn = np.arange(channels) if drawn is None else np.asarray(drawn)
     zoom = max(1, math.ceil(MIN_TILE_PIXELS / max(height, width)))
-    grid = _channel_grid(activation[..., drawn], images_per_row, zoom)
+    grid = channel_grid(activation[..., drawn], images_per_row, zoom)
     grid_width, grid_height = grid.shape[1] / DPI, grid.shape[0] / DPI
     figure_width, figure_height = max(grid_width, MIN_FIGURE_INCHES), grid_height + TITLE_INCHES
     fig = Figure(figsize=(figure_width, figure_height), dpi=DPI)
@@ -168,7 +168,7 @@ def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
     ax = fig.add_axes((left, 0, grid_width / figure_width, grid_height / figure_height))
     ax.imshow(grid, cmap="viridis", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
-    dead = round(_sparsity(activation) * channels)
+    dead = round(sparsity(activation) * channels)
     subset = f", {len(drawn)} most varying drawn" if len(drawn) < channels else ""
     fig.suptitle(f"{path}   {height}x{width}, {channels} channels, {dead} all-zero{subset}",
                  y=1 - 0.5 * TITLE_INCHES / figure_height, va="center", fontsize=10)
@@ -181,7 +181,7 @@ def _grid_figure(activation: np.ndarray, path: str, images_per_row: int,
     return fig
 
 
-def _overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
+def overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
     """One page for the whole network: a row per layer of its ``OVERVIEW_CHANNELS`` most varying channels
     of (height, width, channels), each resampled (nearest) to ``OVERVIEW_TILE`` pixels square."""
     from matplotlib.figure import Figure
@@ -190,7 +190,7 @@ def _overview_figure(activations: dict[str, np.ndarray]) -> "Figure":
     slots = np.full((len(activations), OVERVIEW_CHANNELS, side, side), np.nan)  # a layer's row, nan: no channel
     for row, activation in enumerate(activations.values()):
         picked = drawn_channels(activation, OVERVIEW_CHANNELS)
-        normalized = _normalized_channels(activation[..., picked])
+        normalized = normalized_channels(activation[..., picked])
         ys = np.arange(side) * activation.shape[0] // side
         xs = np.arange(side) * activation.shape[1] // side
         slots[row, :len(picked)] = normalized[ys][:, xs].transpose(2, 0, 1)
@@ -220,7 +220,7 @@ def _displayable(image: VisualInput) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ sparsity
 
 
-def _sparsity(activation: np.ndarray) -> float:
+def sparsity(activation: np.ndarray) -> float:
     """Fraction of the channels of (height, width, channels) that are zero everywhere."""
     return float(np.all(activation == 0, axis=(0, 1)).mean())
 
@@ -230,7 +230,7 @@ def _sparsity_table(activations: dict[str, np.ndarray], names: list[str]) -> str
     lines = [f"{'layer':<{width}}  {'output':>14}  all-zero channels ({', '.join(names)})"]
     for path, batch in activations.items():
         shape = "x".join(str(size) for size in batch.shape[1:])
-        fractions = "  ".join(f"{_sparsity(activation):.3f}" for activation in batch)
+        fractions = "  ".join(f"{sparsity(activation):.3f}" for activation in batch)
         lines.append(f"{path:<{width}}  {shape:>14}  {fractions}")
     return "\n".join(lines)
 

@@ -49,18 +49,18 @@ def _random_images(count: int, side: int) -> np.ndarray:
 
 
 def test_default_layers_of_small_convnet_are_its_eight_conv_and_pool_layers_in_order(small_convnet):
-    assert activations._chosen_layers(small_convnet, None) == SMALL_CONVNET_LAYERS
+    assert activations.chosen_layers(small_convnet, None) == SMALL_CONVNET_LAYERS
 
 
 def test_default_layers_descend_into_nested_models(nested_model):
-    assert activations._chosen_layers(nested_model, None) == ["separable", "base/conv", "base/depthwise", "base/pool"]
+    assert activations.chosen_layers(nested_model, None) == ["separable", "base/conv", "base/depthwise", "base/pool"]
 
 
 def test_activations_equal_a_direct_sub_model_prediction(small_convnet):
     import keras
 
     images = _random_images(2, 46)
-    found = activations._layer_activations(small_convnet, SMALL_CONVNET_LAYERS, images)
+    found = activations.layer_activations(small_convnet, SMALL_CONVNET_LAYERS, images)
 
     assert list(found) == SMALL_CONVNET_LAYERS
     for path in ("conv2d_1", "max_pooling2d_2", "max_pooling2d_4"):
@@ -73,7 +73,7 @@ def test_activations_inside_a_nested_model_equal_the_sub_model_on_what_it_receiv
     import keras
 
     images = _random_images(1, 16)
-    found = activations._layer_activations(nested_model, ["base/depthwise"], images)
+    found = activations.layer_activations(nested_model, ["base/depthwise"], images)
 
     received = keras.Model(nested_model.inputs, nested_model.get_layer("separable").output).predict(images, verbose=0)
     base = nested_model.get_layer("base")
@@ -83,7 +83,7 @@ def test_activations_inside_a_nested_model_equal_the_sub_model_on_what_it_receiv
 
 def test_an_unknown_layer_is_an_error_listing_the_valid_ones(small_convnet):
     with pytest.raises(ConvlabError, match="no layer 'conv9'") as error:
-        activations._chosen_layers(small_convnet, ["conv2d_1", "conv9"])
+        activations.chosen_layers(small_convnet, ["conv2d_1", "conv9"])
     assert "conv2d_1, max_pooling2d_1" in str(error.value)
 
 
@@ -91,7 +91,7 @@ def test_an_unknown_layer_is_an_error_listing_the_valid_ones(small_convnet):
 def test_a_layer_without_a_feature_map_is_a_clear_error(small_convnet, layer):
     message = rf"layer '{layer}' outputs shape \(None, \d+\), not a .* feature map"
     with pytest.raises(ConvlabError, match=message) as error:
-        activations._chosen_layers(small_convnet, [layer])
+        activations.chosen_layers(small_convnet, [layer])
     assert "pick a layer with a 4-D output: " in str(error.value) and "max_pooling2d_4" in str(error.value)
 
 
@@ -101,7 +101,7 @@ def test_a_layer_without_a_feature_map_is_a_clear_error(small_convnet, layer):
 def test_channel_normalization_is_the_books():
     channel = np.array([[0.0, 1.0], [2.0, 5.0]], np.float32)[..., None]
     expected = np.clip((channel - channel.mean()) / channel.std() * 64 + 128, 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(activations._normalized_channels(channel), expected)
+    np.testing.assert_array_equal(activations.normalized_channels(channel), expected)
 
 
 def test_a_constant_channel_renders_flat_without_nan():
@@ -110,7 +110,7 @@ def test_a_constant_channel_renders_flat_without_nan():
     activation[..., 2] = np.arange(26 * 26).reshape(26, 26)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a division by zero or a NaN cast would warn
-        normalized = activations._normalized_channels(activation)
+        normalized = activations.normalized_channels(activation)
     assert (normalized[..., 0] == 0).all()  # all-zero: the book's dark tile
     assert (normalized[..., 1] == 128).all()
     assert normalized[..., 2].min() < 64 and normalized[..., 2].max() > 192
@@ -122,7 +122,7 @@ def test_the_grid_puts_channel_k_at_row_k_div_per_row_and_column_k_mod_per_row()
     for k in range(channels):
         activation[k // width, k % width, k] = 1.0  # channel k: one hot pixel, at flat position k
 
-    grid = activations._channel_grid(activation, per_row)
+    grid = activations.channel_grid(activation, per_row)
 
     gap = activations.GAP
     assert grid.shape == (3 * height + 2 * gap, per_row * width + (per_row - 1) * gap)
@@ -138,12 +138,12 @@ def test_the_grid_puts_channel_k_at_row_k_div_per_row_and_column_k_mod_per_row()
 
 def test_the_grid_magnifies_each_pixel_by_zoom():
     activation = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
-    plain, zoomed = activations._channel_grid(activation, 2), activations._channel_grid(activation, 2, zoom=3)
+    plain, zoomed = activations.channel_grid(activation, 2), activations.channel_grid(activation, 2, zoom=3)
     np.testing.assert_array_equal(zoomed.data[:6, :6], plain.data[:2, :2].repeat(3, axis=0).repeat(3, axis=1))
 
 
 def test_the_grid_figure_is_titled_with_the_layer():
-    figure = activations._grid_figure(np.zeros((4, 4, 5), np.float32), "base/conv", 16)
+    figure = activations.grid_figure(np.zeros((4, 4, 5), np.float32), "base/conv", 16)
     assert figure.texts[0].get_text().startswith("base/conv")
     assert "5 all-zero" in figure.texts[0].get_text()
     figure.savefig(io.BytesIO(), format="png")
@@ -156,7 +156,7 @@ def test_a_grid_draws_the_most_varying_channels_labelled_with_their_indices():
     assert list(activations.drawn_channels(activation, 2)) == [7, 9]
     assert list(activations.drawn_channels(activation, 3)) == [2, 7, 9]
     assert list(activations.drawn_channels(activation, None)) == list(range(10))
-    figure = activations._grid_figure(activation, "conv", 16, activations.drawn_channels(activation, 3))
+    figure = activations.grid_figure(activation, "conv", 16, activations.drawn_channels(activation, 3))
     assert [text.get_text() for text in figure.axes[0].texts] == ["2", "7", "9"]
     assert "3 most varying drawn" in figure.texts[0].get_text()
     side = 6 * 11  # 6-px maps magnified 11x to reach MIN_TILE_PIXELS (64)
@@ -167,7 +167,7 @@ def test_the_overview_has_one_row_of_channels_per_layer():
     rng = np.random.default_rng(0)
     layers = {"conv": rng.normal(size=(20, 20, 16)), "pool": rng.normal(size=(10, 10, 3)),
               "base/deep": rng.normal(size=(2, 2, 40))}
-    figure = activations._overview_figure(layers)
+    figure = activations.overview_figure(layers)
     mosaic = figure.axes[0].images[0].get_array()
     tile, gap, per_row = activations.OVERVIEW_TILE, activations.GAP, activations.OVERVIEW_CHANNELS
     assert mosaic.shape == (3 * tile + 2 * gap, per_row * tile + (per_row - 1) * gap)
@@ -185,7 +185,7 @@ def test_sparsity_is_the_fraction_of_all_zero_channels():
     activation = np.zeros((3, 3, 4), np.float32)
     activation[2, 2, 1] = 0.5  # one nonzero pixel keeps channel 1 alive
     activation[..., 3] = 1.0
-    assert activations._sparsity(activation) == 0.5
+    assert activations.sparsity(activation) == 0.5
 
 
 # ------------------------------------------------------------------------------------------ the task
@@ -224,7 +224,7 @@ def test_several_images_get_one_folder_each_and_nested_paths_become_file_names(n
     assert list(saved["images"]) == ["chelsea", "coffee"]
     assert logged["activations/coffee/input.png"].shape == (16, 16, 3)
     for step in (0, 1):
-        assert logged[f"sparsity/base.conv@{step}"] == activations._sparsity(saved["activations"][step])
+        assert logged[f"sparsity/base.conv@{step}"] == activations.sparsity(saved["activations"][step])
 
 
 def _artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
