@@ -103,18 +103,35 @@ def bench(args) -> list[dict]:
             loop = seconds(lambda: [keras_io_make_gradcam_heatmap(image[None], network, LAYER) for image in images])
             row["keras_io_loop_images_per_s"] = args.batch / loop
             row["ratio_vs_keras_io"] = loop / statistics.median(ours)
+        if name == "scorecam":
+            row.update(scorecam_roofline(row, network, args))
         rows.append(row)
         print(_line(row), flush=True)
     return rows
 
 
+def scorecam_roofline(row: dict, network, args) -> dict:
+    """Score-CAM is bound by its masked forward passes: their rate, their Conv2D GFLOP/s, and that as a
+    fraction of a float32 matmul's GFLOP/s timed now, in the same process."""
+    from bench.filters_bench import MATMUL_SIDE, best_seconds_alternating, forward_conv_flops, matmul_timers
+
+    channels = args.scorecam_channels or network.get_layer(LAYER).output.shape[-1]
+    masked = row["convlab_images_per_s"] * channels
+    gflops = masked * forward_conv_flops(network) / 1e9
+    roofline = max(2 * MATMUL_SIDE**3 / seconds / 1e9 for seconds in best_seconds_alternating(matmul_timers(), 2).values())
+    return {"masked_images_per_s": masked, "gflops": gflops, "matmul_gflops": roofline, "roofline_fraction": gflops / roofline}
+
+
 def _line(row: dict) -> str:
-    parts = [f"{row['method']:>21}: convlab {row['convlab_images_per_s']:8.2f} img/s "
+    parts = [f"{row['method']:>21}: convlab {row['convlab_images_per_s']:8.3g} img/s "
              f"(first call {row['convlab_first_call_s']:.1f} s)"]
     if "ratio" in row:
-        parts.append(f"tf-keras-vis {row['tf_keras_vis_images_per_s']:8.2f} img/s  ratio {row['ratio']:5.1f}x")
+        parts.append(f"tf-keras-vis {row['tf_keras_vis_images_per_s']:8.3g} img/s  ratio {row['ratio']:5.1f}x")
     if "ratio_vs_keras_io" in row:
         parts.append(f"keras.io loop {row['keras_io_loop_images_per_s']:.2f} img/s  ratio {row['ratio_vs_keras_io']:.1f}x")
+    if "roofline_fraction" in row:
+        parts.append(f"{row['masked_images_per_s']:.1f} masked img/s, {row['gflops']:.1f} GFLOP/s = "
+                     f"{row['roofline_fraction']:.2f} of the matmul's {row['matmul_gflops']:.1f}")
     return "  |  ".join(parts)
 
 

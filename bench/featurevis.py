@@ -30,7 +30,7 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 224, repea
     import numpy as np
     import tensorflow as tf
 
-    from bench.filters_bench import MATMUL_SIDE, _best_seconds_alternating, _forward_conv_flops, _matmul_timers
+    from bench.filters_bench import MATMUL_SIDE, best_seconds_alternating, forward_conv_flops, matmul_timers
     from runner.featurevis import objectives, params, steps as step_rules, transforms
     from runner.featurevis.engine import Recipe, climber
     from runner.featurevis.target import target_model
@@ -53,12 +53,12 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 224, repea
     tkv = _tf_keras_vis(network, indices, steps, size)
     if tkv is not None:
         timers["tf_keras_vis"] = tkv
-    matmul = _matmul_timers()
+    matmul = matmul_timers()
     load_before = os.getloadavg()
-    seconds = _best_seconds_alternating({**timers, **matmul}, repeats)
+    seconds = best_seconds_alternating({**timers, **matmul}, repeats)
     per_filter = {name: seconds[name] / filters for name in timers}
     roofline = max(2 * MATMUL_SIDE**3 / seconds[lib] / 1e9 for lib in matmul)
-    flops = 2 * _forward_conv_flops(target) * steps * filters
+    flops = 2 * forward_conv_flops(target) * steps * filters
     return {"steps": steps, "filters": filters, "size": size, "layer": LAYER, "seconds_per_filter": per_filter,
             "speedup_vs_tf_keras_vis": per_filter.get("tf_keras_vis", float("nan")) / per_filter["convlab_batched"],
             "speedup_vs_per_filter": per_filter["per_filter"] / per_filter["convlab_batched"],

@@ -44,7 +44,7 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
     from runner.models.vgg16 import VGG16
 
     network = VGG16(weights=None, include_top=False).build((size, size, 3))
-    matmul = _matmul_timers()
+    matmul = matmul_timers()
     best = {lib: float("inf") for lib in matmul}
     results: dict = {"layers": {}, "filters": filters, "steps": steps, "size": size,
                      "load_average_before": os.getloadavg()}
@@ -58,10 +58,10 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
         timers = {"batched": lambda: climb(start, 0)[0].numpy(),
                   "per_filter": _per_filter_loop(whole, baseline_filters, steps, size),
                   "convolutions_alone": _convolutions_alone(truncated, filters, steps), **matmul}
-        seconds = _best_seconds_alternating(timers, repeats)
+        seconds = best_seconds_alternating(timers, repeats)
         best = {lib: min(best[lib], seconds[lib]) for lib in matmul}
         batched, per_filter = seconds["batched"] / filters, seconds["per_filter"] / baseline_filters
-        flops_per_filter = 2 * _forward_conv_flops(truncated) * steps
+        flops_per_filter = 2 * forward_conv_flops(truncated) * steps
         results["layers"][layer] = {
             "batched_s_per_filter": batched,
             "per_filter_s_per_filter": per_filter,
@@ -80,7 +80,7 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
     return results
 
 
-def _best_seconds_alternating(timers: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def best_seconds_alternating(timers: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Each timer's best wall time of ``repeats`` runs, the timers taking turns, after one untimed run
     each (tracing, oneDNN primitive creation)."""
     for work in timers.values():
@@ -127,7 +127,7 @@ def _convolutions_alone(model, batch: int, steps: int) -> Callable[[], None]:
     import keras
     import tensorflow as tf
 
-    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]  # as _forward_conv_flops
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]  # as forward_conv_flops
     shapes = [((batch, *layer.input.shape[1:]), (batch, *layer.output.shape[1:])) for layer in convs]
     tensors = [(tf.random.normal(x), tf.random.normal(y)) for x, y in shapes]
 
@@ -147,7 +147,7 @@ def _convolutions_alone(model, batch: int, steps: int) -> Callable[[], None]:
     return lambda: run().numpy()
 
 
-def _forward_conv_flops(model) -> int:
+def forward_conv_flops(model) -> int:
     """FLOPs (2 per multiply-add) of one image through every Conv2D of ``model``."""
     import keras
 
@@ -160,7 +160,7 @@ def _forward_conv_flops(model) -> int:
     return total
 
 
-def _matmul_timers() -> dict[str, Callable[[], object]]:
+def matmul_timers() -> dict[str, Callable[[], object]]:
     """A float32 MATMUL_SIDE^2 matmul in TensorFlow and in NumPy."""
     import numpy as np
     import tensorflow as tf
