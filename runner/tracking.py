@@ -46,6 +46,12 @@ PRIVATE_KEYS = ("tracking.uri",)
 
 #: run ids of the jobs whose run failed in this process (and, after a sweep, of its failed children)
 _failed_runs: list[str | None] = []  # None: a job that failed before its run existed
+_last_failure: list[BaseException] = []
+
+
+def last_failure() -> BaseException | None:
+    """The exception of the last job whose run failed in this process."""
+    return _last_failure[-1] if _last_failure else None
 
 
 def failed_jobs() -> list[str | None]:
@@ -195,6 +201,12 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def final_metrics() -> dict[str, float]:
+    """The active run's metrics, each at its last logged value: what a task returns."""
+    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
+    return dict(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics)
 
 
 def environment_tags(seed: int) -> dict[str, str]:
@@ -530,6 +542,7 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
                 _end_killed(run.info.run_id, interrupted)
                 raise interrupted from None
             _failed_runs.append(run.info.run_id)
+            _last_failure[:] = [error]
             with contextlib.suppress(Exception):  # a full disk may refuse these too; the line below still shows
                 mlflow.set_tag(REASON_TAG, failure_reason(error))
                 mlflow.log_text(redact("".join(traceback.format_exception(error))), "error/traceback.txt")
