@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
-from runner import liveness, mlflow_ui, validation
+from runner import liveness, mlflow_ui, sweeps, validation
 from runner.errors import ConvlabError
 from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 from runner.redact import redact, redact_file, redact_value
@@ -609,11 +609,20 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
         config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
 
 
+def _tell_story(sweep: sweeps.Sweep) -> None:
+    """The parent run's summary of its children (runner.sweeps); a failure there never loses the sweep's status."""
+    try:
+        sweeps.tell_story(sweep)
+    except Exception as error:  # noqa: BLE001 - the children's runs are recorded; the summary is a view of them
+        print(f"[convlab] sweep parent run {sweep.parent_id}: no summary ({failure_reason(error)})", file=sys.stderr)
+
+
 class SweepParentRun(Callback):
     """Hydra callback: a multirun sweep gets one MLflow parent run; its jobs become nested children."""
 
     def __init__(self) -> None:
         self.parent_id: str | None = None
+        self.sweep: sweeps.Sweep | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job; the experiment name needs it now
@@ -634,12 +643,14 @@ class SweepParentRun(Callback):
         )
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
-        os.environ[SWEEP_KEYS_ENV] = ",".join(_swept_keys(list(config.hydra.overrides.task)))
+        self.sweep = sweeps.sweep_of(config, self.parent_id, _swept_keys(list(config.hydra.overrides.task)))
+        os.environ[SWEEP_KEYS_ENV] = ",".join(self.sweep.swept_keys)  # with the sweeper's search space: Optuna's
         _copy_env_into_jobs(config)
         atexit.register(self._end_if_open)
         print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _tell_story(self.sweep)
         failed = self._failed_children()
         self._end("FAILED" if failed else "FINISHED", failed)
 

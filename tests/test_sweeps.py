@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import math
 
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
-from runner.sweeps import UnknownObjective, objective
+from runner.sweeps import Sweep, UnknownObjective, best_run, children, objective, summary_rows, tell_story
 from tests.conftest import REPO, all_runs
+from tests.infra import unavailable
+from tests.quadratic_task import score
 
 #: a task with a known optimum (tests/quadratic_task.py), cheap enough for a sweep of several trials
 QUADRATIC = [f"hydra.searchpath=[file://{REPO}/tests/conf]", "task=quadratic", "dataset.limit=8"]
+
+
+def _require_optuna() -> None:
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ModuleNotFoundError:
+        unavailable("hydra-optuna-sweeper is not installed: pip install -e '.[search]'")
 
 
 def test_the_objective_is_the_named_metric_and_none_without_a_name():
@@ -46,3 +57,73 @@ def test_an_unknown_objective_fails_the_first_job_of_a_sweep_and_stops_it(run_cl
     [job] = [r for r in runs if r.data.tags.get("convlab.sweep") != "true"]  # the second job never started
     assert job.info.status == "FAILED"
     assert job.data.tags["convlab.failure_reason"].startswith("optimized_metric=scor is not a metric")
+
+
+# ------------------------------------------------------------------------- the parent run's story
+
+
+def _sweep_with_children(values: list[float | None], optuna: bool = True) -> Sweep:
+    """A parent run and one child per value of ``task.x`` (None: a FAILED child), each with ``score`` and the
+    same picture ``plots/score.png``, logged as convlab's jobs log them."""
+    import numpy as np
+
+    client = MlflowClient()
+    experiment = mlflow.set_experiment("story")
+    parent = client.create_run(experiment.experiment_id, tags={"convlab.sweep": "true"})
+    for x in values:
+        with mlflow.start_run(experiment_id=experiment.experiment_id, parent_run_id=parent.info.run_id,
+                              nested=True):
+            mlflow.log_params({"task.x": 0.9 if x is None else x, "model.name": "small_convnet"})
+            if x is None:
+                mlflow.end_run("FAILED")
+                continue
+            mlflow.log_metrics({"score": score(x), "test_accuracy": 0.5})
+            mlflow.log_image(np.full((8, 8, 3), int(255 * score(x)), np.uint8), "plots/score.png")
+    return Sweep(parent.info.run_id, ["task.x"], "score", "maximize", optuna)
+
+
+def _artifacts(run_id: str, folder: str | None = None) -> set[str]:
+    found = set()
+    for item in MlflowClient().list_artifacts(run_id, folder):
+        found |= _artifacts(run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.search
+def test_the_parent_tells_the_story_of_its_children(tracking):
+    _require_optuna()
+    values = [0.9, 0.5, None, 0.3, 0.0]  # the best: x=0.3, the optimum
+    sweep = _sweep_with_children(values)
+    tell_story(sweep)
+
+    parent = MlflowClient().get_run(sweep.parent_id)
+    best = [run for run in children(sweep.parent_id) if run.data.params["task.x"] == "0.3"][0]
+    assert parent.data.tags["convlab.best_run_id"] == best.info.run_id
+    assert float(parent.data.tags["convlab.best_value"]) == score(0.3) == parent.data.metrics["score"]
+    assert parent.data.metrics["test_accuracy"] == 0.5
+    assert {"sweep/children.json", "sweep/summary.csv", "sweep/objective_vs_task.x.png",
+            "sweep/optimization_history.png", "sweep/side_by_side/plots_score.png"} <= _artifacts(sweep.parent_id)
+    summary = mlflow.artifacts.load_text(f"runs:/{sweep.parent_id}/sweep/summary.csv").splitlines()
+    assert summary[0] == "trial,run_id,status,task.x,objective,score,test_accuracy"
+    assert [line.split(",")[2:4] for line in summary[1:]] == [
+        ["FINISHED", "0.9"], ["FINISHED", "0.5"], ["FAILED", "0.9"], ["FINISHED", "0.3"], ["FINISHED", "0.0"]]
+    table = mlflow.load_table("sweep/children.json", run_ids=[sweep.parent_id])
+    assert list(table["status"]).count("FAILED") == 1 and len(table) == len(values)
+
+
+def test_a_minimized_objective_picks_the_smallest_and_failed_children_never_win(tracking):
+    sweep = _sweep_with_children([0.0, None, 0.5], optuna=False)
+    sweep.direction = "minimize"
+    runs = children(sweep.parent_id)
+    assert best_run(sweep, runs).data.params["task.x"] == "0.0"  # score 0.91 < 0.96; the FAILED one has none
+    assert [row["objective"] for row in summary_rows(sweep, runs)][1] is None
+
+
+def test_a_sweep_without_an_objective_still_gets_its_table_but_no_best_run(tracking):
+    sweep = _sweep_with_children([0.1, 0.2], optuna=False)
+    sweep.objective = None
+    tell_story(sweep)
+    parent = MlflowClient().get_run(sweep.parent_id)
+    assert "convlab.best_run_id" not in parent.data.tags
+    assert "sweep/summary.csv" in _artifacts(sweep.parent_id)
+    assert not any(path.startswith("sweep/objective_vs") for path in _artifacts(sweep.parent_id))
