@@ -3,14 +3,17 @@ and the story a sweep's parent run tells when it ends."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mlflow
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.errors import ConvlabError
 
@@ -50,22 +53,127 @@ SUMMARY_CSV = "sweep/summary.csv"
 class Sweep:
     """What a sweep's parent run needs to tell its story: which keys it varied, what it optimized, and how."""
 
-    parent_id: str
+    parent_id: str | None
     swept_keys: list[str]
     objective: str | None = None
     direction: str = "maximize"
     optuna: bool = False
+    study: str | None = None  # Optuna: the study's name, from the sweep's config hash
 
 
-def sweep_of(config: DictConfig, parent_id: str, swept_keys: list[str]) -> Sweep:
+def sweep_of(config: DictConfig, swept_keys: list[str]) -> Sweep:
     """The :class:`Sweep` of a multirun config: the command line's swept keys and the sweeper's search space."""
     sweeper = config.hydra.sweeper
     params = list((sweeper.get("params") or {}).keys())
     direction = sweeper.get("direction") or "maximize"
     if not isinstance(direction, str):  # a list: multi-objective; the first one orders the children here
         direction = str(direction[0])
-    return Sweep(parent_id, list(dict.fromkeys([*params, *swept_keys])), config.get("optimized_metric"),
-                 str(direction).rsplit(".", 1)[-1].lower(), "optuna" in str(sweeper.get("_target_", "")))
+    optuna = "optuna" in str(sweeper.get("_target_", ""))
+    sweep = Sweep(None, list(dict.fromkeys([*params, *swept_keys])), config.get("optimized_metric"),
+                  str(direction).rsplit(".", 1)[-1].lower(), optuna)
+    if optuna:
+        sweep.study = study_name(config, sweep)
+    return sweep
+
+
+# -------------------------------------------------------------------------------- Optuna's studies
+
+STUDY_TAG = "convlab.study"
+#: overrides that do not change what a study searches
+NOT_THE_STUDY = ("resume", "hydra.sweeper.n_trials", "hydra.sweeper.n_jobs", "hydra/launcher", "tracking")
+
+
+def study_name(config: DictConfig, sweep: Sweep) -> str:
+    """``convlab-<hash>``: the same for the same sweep (its job config hash, search space, sampler, objective),
+    whatever the number of trials, the launcher or ``resume``."""
+    from runner.reproduce import config_hash
+
+    sweeper = config.hydra.sweeper
+    sampler = OmegaConf.to_container(sweeper.sampler, resolve=True) if sweeper.get("sampler") else None
+    identity = {"job": config_hash(config), "params": _search_space(config), "sampler": sampler,
+                "objective": sweep.objective, "direction": sweep.direction}
+    return "convlab-" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _search_space(config: DictConfig) -> list[str]:
+    """The sweeper's params and the command line's overrides, as the Optuna sweeper reads them."""
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    given = [o for o in config.hydra.overrides.task if not o.lstrip("+~").split("=")[0].startswith(NOT_THE_STUDY)]
+    return params + sorted(given)
+
+
+def parent_of_study(experiment_id: str, study: str):
+    """The latest sweep parent run of ``study`` (``resume=true`` continues it), if any."""
+    found = MlflowClient().search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{study}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def continue_study(config: DictConfig, sweep: Sweep) -> None:
+    """Point the Optuna sweeper at the study rebuilt from the parent run's children (none for a new sweep),
+    and count its trials so far towards ``hydra.sweeper.n_trials`` (called before Hydra builds the sweeper)."""
+    sweeper = config.hydra.sweeper
+    done = len(children(sweep.parent_id))
+    with read_write(sweeper), open_dict(sweeper):
+        sweeper.study_name = sweep.study
+        sweeper.n_trials = max(0, int(sweeper.n_trials) - done)
+        sweeper.storage = {"_target_": f"{__name__}.study_storage", "parent_run_id": sweep.parent_id,
+                           "study": sweep.study, "objective": sweep.objective, "direction": sweep.direction,
+                           "search_space": _search_space(config)}
+    if done:
+        print(f"[convlab] resume: study {sweep.study} has {done} trial(s) in run {sweep.parent_id}; "
+              f"{sweeper.n_trials} more to reach hydra.sweeper.n_trials", file=sys.stderr)
+
+
+def study_storage(parent_run_id: str, study: str, objective: str | None, direction: str, search_space: list[str]):
+    """An in-memory Optuna storage holding ``study`` with the parent run's children as its trials.
+
+    Optuna 2.10's RDB storage fails on SQLAlchemy 2 (MLflow's); MLflow's runs are the durable record instead."""
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    distributions, _ = create_params_from_overrides(search_space)
+    storage = optuna.storages.InMemoryStorage()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "add_trial / create_trial is experimental"
+        created = optuna.create_study(storage=storage, study_name=study, direction=direction)
+        for run in children(parent_run_id):
+            trial = _trial(run, distributions, objective)
+            if trial is not None:
+                created.add_trial(trial)
+    return storage
+
+
+def _trial(run, distributions: dict, objective: str | None):
+    """The Optuna trial an earlier child run was (None if its values are not in the search space)."""
+    import optuna
+
+    params = {}
+    for name, distribution in distributions.items():
+        value = _param_value(run.data.params.get(name), distribution)
+        if value is None:
+            return None
+        params[name] = value
+    value = run.data.metrics.get(objective) if objective else None
+    finished = run.info.status == "FINISHED" and _finite(value)
+    try:
+        return optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value if finished else None,
+            state=optuna.trial.TrialState.COMPLETE if finished else optuna.trial.TrialState.FAIL)
+    except ValueError:  # a value outside the distribution: the search space changed
+        return None
+
+
+def _param_value(raw: str | None, distribution):
+    from optuna.distributions import CategoricalDistribution, IntLogUniformDistribution, IntUniformDistribution
+
+    if raw is None:
+        return None
+    if isinstance(distribution, CategoricalDistribution):
+        return next((choice for choice in distribution.choices if str(choice) == raw), None)
+    if isinstance(distribution, (IntUniformDistribution, IntLogUniformDistribution)):
+        return int(float(raw))
+    return float(raw)
 
 
 def children(parent_id: str) -> list:

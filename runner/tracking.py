@@ -609,6 +609,33 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
         config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
 
 
+#: the sweep's overrides as a JSON list (convlab-rerun <parent run id> runs the sweep again with them)
+SWEEP_ARGS_TAG = "convlab.sweep_args"
+
+
+def _open_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) -> str:
+    """A new parent run for the sweep; ``resume=true`` on an Optuna sweep reopens its study's earlier one."""
+    client = MlflowClient()
+    earlier = sweeps.parent_of_study(experiment_id, sweep.study) if sweep.study and config.resume else None
+    if earlier is not None:
+        client.update_run(earlier.info.run_id, status="RUNNING")
+        for key, value in liveness.where_tags().items():
+            client.set_tag(earlier.info.run_id, key, value)
+        if REASON_TAG in earlier.data.tags:  # why it ended last time; set again if it fails again
+            client.delete_tag(earlier.info.run_id, REASON_TAG)
+        return earlier.info.run_id
+    overrides = [redact(o) for o in config.hydra.overrides.task]
+    sweep_args = " ".join(overrides)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep {sweep_args}".strip(),
+        tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args, SWEEP_ARGS_TAG: json.dumps(overrides),
+              "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags(),
+              **({sweeps.STUDY_TAG: sweep.study} if sweep.study else {})},
+    )
+    return run.info.run_id
+
+
 def _tell_story(sweep: sweeps.Sweep) -> None:
     """The parent run's summary of its children (runner.sweeps); a failure there never loses the sweep's status."""
     try:
@@ -634,17 +661,12 @@ class SweepParentRun(Callback):
             print(shown if isinstance(error, validation.ConfigError) else f"[convlab] {shown}", file=sys.stderr)
             raise SystemExit(1) from None
         experiment = mlflow_ui.set_experiment(config.tracking.experiment)
-        sweep_args = redact(" ".join(config.hydra.overrides.task))
-        run = MlflowClient().create_run(
-            experiment.experiment_id,
-            run_name=f"sweep {sweep_args}".strip(),
-            tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args,
-                  "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags()},
-        )
-        self.parent_id = run.info.run_id
+        self.sweep = sweeps.sweep_of(config, _swept_keys(list(config.hydra.overrides.task)))
+        self.parent_id = self.sweep.parent_id = _open_parent(config, experiment.experiment_id, self.sweep)
         os.environ[PARENT_ENV] = self.parent_id
-        self.sweep = sweeps.sweep_of(config, self.parent_id, _swept_keys(list(config.hydra.overrides.task)))
         os.environ[SWEEP_KEYS_ENV] = ",".join(self.sweep.swept_keys)  # with the sweeper's search space: Optuna's
+        if self.sweep.optuna:
+            sweeps.continue_study(config, self.sweep)
         _copy_env_into_jobs(config)
         atexit.register(self._end_if_open)
         print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)

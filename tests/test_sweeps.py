@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -82,10 +83,11 @@ def _sweep_with_children(values: list[float | None], optuna: bool = True) -> Swe
     return Sweep(parent.info.run_id, ["task.x"], "score", "maximize", optuna)
 
 
-def _artifacts(run_id: str, folder: str | None = None) -> set[str]:
+def _artifacts(run_id: str, folder: str | None = None, client: MlflowClient | None = None) -> set[str]:
+    client = client or MlflowClient()
     found = set()
-    for item in MlflowClient().list_artifacts(run_id, folder):
-        found |= _artifacts(run_id, item.path) if item.is_dir else {item.path}
+    for item in client.list_artifacts(run_id, folder):
+        found |= _artifacts(run_id, item.path, client) if item.is_dir else {item.path}
     return found
 
 
@@ -127,3 +129,48 @@ def test_a_sweep_without_an_objective_still_gets_its_table_but_no_best_run(track
     assert "convlab.best_run_id" not in parent.data.tags
     assert "sweep/summary.csv" in _artifacts(sweep.parent_id)
     assert not any(path.startswith("sweep/objective_vs") for path in _artifacts(sweep.parent_id))
+
+
+# ---------------------------------------------------------------------------- Optuna end to end
+
+#: tests/conf/hparams_search/quadratic_optuna.yaml: 4 seeded TPE trials of x in [0, 1]; x > 0.7 fails
+OPTUNA = [*QUADRATIC, "hparams_search=quadratic_optuna", "task.fail_above=0.7"]
+
+
+def _sweep_runs(client):
+    runs = all_runs(client)
+    parents = [r for r in runs if r.data.tags.get("convlab.sweep") == "true"]
+    return parents, [r for r in runs if r.data.tags.get("convlab.sweep") != "true"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.search
+def test_an_optuna_sweep_beats_its_first_trial_survives_a_failed_one_and_resumes_its_study(run_cli, mlflow_client):
+    _require_optuna()
+    proc = run_cli("-m", *OPTUNA, expect_ok=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one trial failed: reported, the study went on
+
+    [parent], jobs = _sweep_runs(mlflow_client)
+    assert len(jobs) == 4 and all(j.data.tags["mlflow.parentRunId"] == parent.info.run_id for j in jobs)
+    jobs.sort(key=lambda run: run.info.start_time)
+    statuses = [j.info.status for j in jobs]
+    assert statuses.count("FAILED") >= 1 and statuses.count("FINISHED") >= 2, statuses
+    assert all(float(j.data.params["task.x"]) > 0.7 for j in jobs if j.info.status == "FAILED")
+    first = next(j for j in jobs if j.info.status == "FINISHED")
+    best = float(parent.data.tags["convlab.best_value"])
+    assert best > first.data.metrics["score"]  # TPE improved on the first trial
+    assert best == max(j.data.metrics.get("score", -1) for j in jobs)
+    assert mlflow_client.get_run(parent.data.tags["convlab.best_run_id"]).data.metrics["score"] == best
+    assert {"sweep/summary.csv", "sweep/children.json", "sweep/objective_vs_task.x.png",
+            "sweep/optimization_history.png", "sweep/side_by_side/plots_score.png"} <= _artifacts(parent.info.run_id,
+                                                                                                client=mlflow_client)
+    study = parent.data.tags["convlab.study"]
+
+    proc = run_cli("-m", *OPTUNA, "resume=true", "hydra.sweeper.n_trials=6", expect_ok=False)
+    assert f"resume: study {study} has 4 trial(s) in run {parent.info.run_id}; 2 more" in proc.stderr
+    [again], jobs = _sweep_runs(mlflow_client)
+    assert again.info.run_id == parent.info.run_id and len(jobs) == 6  # the same study, 2 more trials
+    summary = Path(mlflow_client.download_artifacts(parent.info.run_id, "sweep/summary.csv")).read_text()
+    assert len(summary.splitlines()) == 1 + 6
+    assert float(again.data.tags["convlab.best_value"]) >= best
