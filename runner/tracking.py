@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
-from runner import liveness, mlflow_ui, sweeps, validation
+from runner import liveness, mlflow_ui, reproduce, sweeps, validation
 from runner.errors import ConvlabError
 from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 from runner.redact import redact, redact_file, redact_value
@@ -610,7 +610,7 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
 
 
 #: the sweep's overrides as a JSON list (convlab-rerun <parent run id> runs the sweep again with them)
-SWEEP_ARGS_TAG = "convlab.sweep_args"
+SWEEP_ARGS_TAG = reproduce.SWEEP_ARGS_TAG
 
 
 def _open_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) -> str:

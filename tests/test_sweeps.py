@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runner.liveness import PID_TAG
+from runner.reproduce import SWEEP_ARGS_TAG, sweep_rerun_args
 from runner.sweeps import Sweep, UnknownObjective, best_run, children, objective, summary_rows, tell_story
-from tests.conftest import REPO, all_runs
+from tests.conftest import REPO, all_runs, compose_config
 from tests.infra import unavailable
 from tests.quadratic_task import score
 
@@ -174,3 +177,48 @@ def test_an_optuna_sweep_beats_its_first_trial_survives_a_failed_one_and_resumes
     summary = Path(mlflow_client.download_artifacts(parent.info.run_id, "sweep/summary.csv")).read_text()
     assert len(summary.splitlines()) == 1 + 6
     assert float(again.data.tags["convlab.best_value"]) >= best
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.search
+@pytest.mark.cluster
+def test_parallel_optuna_trials_through_joblib_nest_under_one_parent(run_cli, mlflow_client):
+    _require_optuna()
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401
+    except ModuleNotFoundError:
+        unavailable("hydra-joblib-launcher is not installed: pip install -e '.[cluster]'")
+    run_cli("-m", *QUADRATIC, "hparams_search=quadratic_optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+
+    [parent], jobs = _sweep_runs(mlflow_client)
+    assert len(jobs) == 2 and {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
+    assert len({j.data.tags[PID_TAG] for j in jobs}) == 2  # two processes at once: one batch of two trials
+    assert parent.info.status == "FINISHED" and parent.data.tags["convlab.best_run_id"] in {j.info.run_id for j in jobs}
+
+
+def test_convlab_rerun_of_a_sweep_parent_runs_the_sweep_again_with_its_overrides(tracking):
+    experiment = mlflow.set_experiment("rerun-sweep")
+    recorded = ["hparams_search=scratch_optuna", "quick=true", "resume=true", "task.x=interval(0, 1)"]
+    parent = MlflowClient().create_run(experiment.experiment_id, tags={
+        "convlab.sweep": "true", SWEEP_ARGS_TAG: json.dumps(recorded)})
+    job = MlflowClient().create_run(experiment.experiment_id)
+
+    args = sweep_rerun_args(parent.info.run_id, ["hydra.sweeper.n_trials=5"])
+    assert args == ["-m", "hparams_search=scratch_optuna", "quick=true", "task.x=interval(0, 1)",
+                    f"rerun_of={parent.info.run_id}", "hydra.sweeper.n_trials=5"]  # resume left out: a new sweep
+    assert sweep_rerun_args(job.info.run_id, []) is None  # a job's run: rerun as one job
+
+
+@pytest.mark.parametrize("preset", ["scratch_optuna", "finetune_optuna"])
+def test_the_search_presets_compose_a_seeded_tpe_study_with_a_quick_size(preset):
+    _require_optuna()
+    quick = compose_config([f"hparams_search={preset}", "quick=true"])
+    full = compose_config([f"hparams_search={preset}"])
+    sweeper = quick.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper.sampler.seed == quick.seed and sweeper.direction == "maximize"
+    assert quick.optimized_metric == "best_val_accuracy" and len(sweeper.params) >= 2
+    assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials
+    assert quick.dataset.limit == 16 and full.dataset.limit is None  # the quick size shrinks the job too
