@@ -80,7 +80,8 @@ def sweep_of(config: DictConfig, swept_keys: list[str]) -> Sweep:
 
 STUDY_TAG = "convlab.study"
 #: overrides that do not change what a study searches
-NOT_THE_STUDY = ("resume", "hydra.sweeper.n_trials", "hydra.sweeper.n_jobs", "hydra/launcher", "tracking")
+NOT_THE_STUDY = ("resume", "hydra.sweeper.n_trials", "hydra.sweeper.n_jobs", "hydra/launcher", "hydra.launcher",
+                 "tracking")
 
 
 def study_name(config: DictConfig, sweep: Sweep) -> str:
