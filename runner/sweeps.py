@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from unittest import mock
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -319,7 +321,8 @@ def side_by_side(sweep: Sweep, runs: list):
         figure, axes = plt.subplots(1, len(finished), figsize=(2.6 * len(finished), 3), squeeze=False,
                                     layout="constrained")
         for ax, run in zip(axes[0], finished):
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=path)
+            with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):  # one bar each
+                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=path)
             ax.imshow(matplotlib.image.imread(local))
             ax.set_title("\n".join(f"{key.rsplit('.', 1)[-1]}={_short(run.data.params.get(key))}"
                                    for key in sweep.swept_keys), fontsize=8)
