@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from runner import liveness, mlflow_datasets, mlflow_models, reproduce, terminal, tracking, validation
+from runner import liveness, mlflow_datasets, mlflow_models, reproduce, sweeps, terminal, tracking, validation
 from runner.redact import redact
 from runner.schema import register_configs
 
@@ -31,8 +31,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def run_job(cfg: DictConfig) -> None:
-    """Build the model spec, dataset and task from the config and run the task, tracked in MLflow."""
+def run_job(cfg: DictConfig) -> float | None:
+    """Build the model spec, dataset and task from the config and run the task, tracked in MLflow.
+
+    Returns the task's metric named ``optimized_metric`` (for Hydra's sweeper), None when unset or the job failed."""
     tracking.redact_hydra_files()
     validation.check_config(cfg)  # before any run exists: a typo costs a second, not a FAILED run
     job_hash = reproduce.config_hash(cfg)
@@ -43,11 +45,12 @@ def run_job(cfg: DictConfig) -> None:
         done = reproduce.finished_run(experiment_id, job_hash)
         if done:
             _skip(done.info.run_id)
-            return
+            return sweeps.objective(done.data.metrics, cfg.optimized_metric)
         unfinished = reproduce.resumable_run(experiment_id, job_hash)
         resume_run_id = unfinished.info.run_id if unfinished else None
     tracking.open_store(cfg.tracking.uri)  # an unusable store fails in seconds, before TensorFlow loads
     terminal.import_tensorflow()
+    result = None  # a job that fails returns nothing: the sweeper marks its trial failed and goes on
     tags = {reproduce.HASH_TAG: job_hash, **({reproduce.RERUN_TAG: cfg.rerun_of} if cfg.rerun_of else {})}
     with tracking.job_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
         seed_everything(cfg.seed, cfg.deterministic)
@@ -61,10 +64,14 @@ def run_job(cfg: DictConfig) -> None:
             current = {**mlflow.get_run(run.info.run_id).data.tags, **inputs}
             reproduce.compare_with_original(cfg.rerun_of, current, cfg.strict)
         task = instantiate(cfg.task)
-        task(model=model, dataset=dataset)
+        metrics = task(model=model, dataset=dataset)
+        result = sweeps.objective(metrics, cfg.optimized_metric)  # a wrong name fails the first job
         if cfg.tracking.register_model:
             mlflow_models.register_run_model(run.info.run_id, cfg.tracking.register_model)
     terminal.print_summary(run.info.run_id)
+    if isinstance(tracking.last_failure(), sweeps.UnknownObjective):
+        raise SystemExit(1)  # every other job of the sweep would fail the same way
+    return result
 
 
 def log_skipped_files(dataset) -> None:
@@ -86,9 +93,9 @@ def _skip(finished_run_id: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float | None:
     try:
-        run_job(cfg)
+        return run_job(cfg)
     except validation.ConfigError as error:  # rejected before any run: the message alone, and stop
         print(redact(str(error)), file=sys.stderr)
         raise SystemExit(1) from None

@@ -124,6 +124,24 @@ def rerun_overrides(run_id: str, extra: list[str]) -> list[str]:
     return overrides
 
 
+#: set on a sweep's parent run (runner.tracking): its overrides as a JSON list
+SWEEP_ARGS_TAG = "convlab.sweep_args"
+
+
+def sweep_rerun_args(run_id: str, extra: list[str]) -> list[str] | None:
+    """``convlab`` arguments that run sweep ``run_id`` again (``-m`` + its overrides + ``extra``); None when
+    ``run_id`` is not a sweep's parent run."""
+    tags = _original_run(run_id).data.tags
+    if tags.get("convlab.sweep") != "true":
+        return None
+    if SWEEP_ARGS_TAG not in tags:
+        raise ConvlabError(f"sweep run {run_id} has no {SWEEP_ARGS_TAG} tag (made by an older convlab)",
+                           fix=f"rerun it by hand: convlab -m {tags.get('convlab.sweep_overrides', '<overrides>')}")
+    recorded = [o for o in json.loads(tags[SWEEP_ARGS_TAG])
+                if o.split("=")[0].lstrip("+~") not in ("resume", "rerun_of") and not _masked(o)]
+    return ["-m", *recorded, f"rerun_of={run_id}", *extra]
+
+
 def _masked(override: str) -> bool:
     """An override recorded with its credentials masked cannot be reused (the current tracking.uri is)."""
     from runner.redact import MASK
@@ -219,7 +237,8 @@ def _hydra_value(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``convlab-rerun <run_id> [overrides]``: run a logged job again as a new run tagged with its id."""
+    """``convlab-rerun <run_id> [overrides]``: run a logged job again as a new run tagged with its id (a sweep's
+    parent run: the whole sweep again, with the same overrides)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print("usage: convlab-rerun <run_id> [key=value ...]   (strict=true: differences are errors)")
@@ -229,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if uri:
         mlflow.set_tracking_uri(uri)
     try:
-        overrides = rerun_overrides(run_id, extra)
+        overrides = sweep_rerun_args(run_id, extra) or rerun_overrides(run_id, extra)
     except ConvlabError as error:
         print(f"[convlab] {redact(str(error))}", file=sys.stderr)
         sys.exit(2)

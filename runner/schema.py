@@ -402,6 +402,8 @@ class ConvlabConfig:
     strict: bool = False  # rerun: a changed commit, package version or input hash is an error
     quick: bool = False  # presets: ${quick:<small>,<full>} picks the small value (CI-sized runs)
     cache_dir: Optional[str] = None  # None: $CONVLAB_CACHE, else ~/.cache/convlab
+    # the metric a job returns to Hydra's sweeper (hydra/sweeper=optuna optimizes it); None: the job returns nothing
+    optimized_metric: Optional[str] = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import runner
-from runner import liveness, mlflow_ui, validation
+from runner import liveness, mlflow_ui, reproduce, sweeps, validation
 from runner.errors import ConvlabError
 from runner.mlflow_models import MODEL_TAG, download_keras_model, load_keras_model, log_keras_model  # noqa: F401
 from runner.redact import redact, redact_file, redact_value
@@ -46,6 +46,12 @@ PRIVATE_KEYS = ("tracking.uri",)
 
 #: run ids of the jobs whose run failed in this process (and, after a sweep, of its failed children)
 _failed_runs: list[str | None] = []  # None: a job that failed before its run existed
+_last_failure: list[BaseException] = []
+
+
+def last_failure() -> BaseException | None:
+    """The exception of the last job whose run failed in this process."""
+    return _last_failure[-1] if _last_failure else None
 
 
 def failed_jobs() -> list[str | None]:
@@ -195,6 +201,12 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def final_metrics() -> dict[str, float]:
+    """The active run's metrics, each at its last logged value: what a task returns."""
+    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
+    return dict(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics)
 
 
 def environment_tags(seed: int) -> dict[str, str]:
@@ -530,6 +542,7 @@ def job_run(cfg: DictConfig, tags: dict[str, str] | None = None,
                 _end_killed(run.info.run_id, interrupted)
                 raise interrupted from None
             _failed_runs.append(run.info.run_id)
+            _last_failure[:] = [error]
             with contextlib.suppress(Exception):  # a full disk may refuse these too; the line below still shows
                 mlflow.set_tag(REASON_TAG, failure_reason(error))
                 mlflow.log_text(redact("".join(traceback.format_exception(error))), "error/traceback.txt")
@@ -596,11 +609,47 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
         config.hydra.overrides.hydra.append(f"hydra.job.env_copy=[{','.join(names)}]")
 
 
+#: the sweep's overrides as a JSON list (convlab-rerun <parent run id> runs the sweep again with them)
+SWEEP_ARGS_TAG = reproduce.SWEEP_ARGS_TAG
+
+
+def _open_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) -> str:
+    """A new parent run for the sweep; ``resume=true`` on an Optuna sweep reopens its study's earlier one."""
+    client = MlflowClient()
+    earlier = sweeps.parent_of_study(experiment_id, sweep.study) if sweep.study and config.resume else None
+    if earlier is not None:
+        client.update_run(earlier.info.run_id, status="RUNNING")
+        for key, value in liveness.where_tags().items():
+            client.set_tag(earlier.info.run_id, key, value)
+        if REASON_TAG in earlier.data.tags:  # why it ended last time; set again if it fails again
+            client.delete_tag(earlier.info.run_id, REASON_TAG)
+        return earlier.info.run_id
+    overrides = [redact(o) for o in config.hydra.overrides.task]
+    sweep_args = " ".join(overrides)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep {sweep_args}".strip(),
+        tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args, SWEEP_ARGS_TAG: json.dumps(overrides),
+              "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags(),
+              **({sweeps.STUDY_TAG: sweep.study} if sweep.study else {})},
+    )
+    return run.info.run_id
+
+
+def _tell_story(sweep: sweeps.Sweep) -> None:
+    """The parent run's summary of its children (runner.sweeps); a failure there never loses the sweep's status."""
+    try:
+        sweeps.tell_story(sweep)
+    except Exception as error:  # noqa: BLE001 - the children's runs are recorded; the summary is a view of them
+        print(f"[convlab] sweep parent run {sweep.parent_id}: no summary ({failure_reason(error)})", file=sys.stderr)
+
+
 class SweepParentRun(Callback):
     """Hydra callback: a multirun sweep gets one MLflow parent run; its jobs become nested children."""
 
     def __init__(self) -> None:
         self.parent_id: str | None = None
+        self.sweep: sweeps.Sweep | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job; the experiment name needs it now
@@ -612,21 +661,18 @@ class SweepParentRun(Callback):
             print(shown if isinstance(error, validation.ConfigError) else f"[convlab] {shown}", file=sys.stderr)
             raise SystemExit(1) from None
         experiment = mlflow_ui.set_experiment(config.tracking.experiment)
-        sweep_args = redact(" ".join(config.hydra.overrides.task))
-        run = MlflowClient().create_run(
-            experiment.experiment_id,
-            run_name=f"sweep {sweep_args}".strip(),
-            tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args,
-                  "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags()},
-        )
-        self.parent_id = run.info.run_id
+        self.sweep = sweeps.sweep_of(config, _swept_keys(list(config.hydra.overrides.task)))
+        self.parent_id = self.sweep.parent_id = _open_parent(config, experiment.experiment_id, self.sweep)
         os.environ[PARENT_ENV] = self.parent_id
-        os.environ[SWEEP_KEYS_ENV] = ",".join(_swept_keys(list(config.hydra.overrides.task)))
+        os.environ[SWEEP_KEYS_ENV] = ",".join(self.sweep.swept_keys)  # with the sweeper's search space: Optuna's
+        if self.sweep.optuna:
+            sweeps.continue_study(config, self.sweep)
         _copy_env_into_jobs(config)
         atexit.register(self._end_if_open)
         print(f"[convlab] sweep parent run {self.parent_id}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _tell_story(self.sweep)
         failed = self._failed_children()
         self._end("FAILED" if failed else "FINISHED", failed)
 

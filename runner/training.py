@@ -112,6 +112,8 @@ def log_curves(history: dict[str, list[float]], phase_starts: list[int] | None =
         for start in phase_starts or []:
             figure.axes[0].axvline(start + 0.5, color="gray", linestyle="--", linewidth=1)
         mlflow.log_figure(figure, f"plots/{metric}.png")
+    if history.get("val_accuracy"):  # the run's best epoch, for sweeps whose last epoch overfits
+        mlflow.log_metric("best_val_accuracy", max(history["val_accuracy"]))
 
 
 def log_test_metrics(network: "keras.Model", test) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from runner.errors import ConvlabError
 from runner.layers import SEPARATOR, feature_model, find_layer, is_spatial, layer_paths, pick_layer
 from runner.models.base import ModelSpec
-from runner.tracking import log_npz
+from runner.tracking import final_metrics, log_npz
 from runner.visual import VisualInput, build_model, load_inputs, tile
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def run(
     images: int,
     split: str,
     max_channels_drawn: int | None = 64,
-) -> None:
+) -> dict[str, float]:
     if images_per_row < 1:
         raise ConvlabError(f"task.images_per_row={images_per_row} must be at least 1",
                            fix="use task.images_per_row=16 (the book's value)")
@@ -74,6 +74,7 @@ def run(
         mlflow.log_figure(overview_figure({path: batch[index] for path, batch in activations.items()}),
                           f"{folder}/overview.png")
     print(_sparsity_table(activations, list(names)))
+    return final_metrics()
 
 
 # ------------------------------------------------------------------------------------------- layers

@@ -31,7 +31,7 @@ from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.target import map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
 from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
-from runner.tracking import log_npz
+from runner.tracking import final_metrics, log_npz
 from runner.visual import build_model, tile
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def run(
     grid_columns: int = 8,
     margin: int = 5,
     quality_metrics: bool = True,
-) -> None:
+) -> dict[str, float]:
     """For each layer, climb every requested filter in one batch; log its grid, arrays, objectives and
     quality metrics."""
     indices = list(filters) if filters is not None else list(range(num_filters))
@@ -98,6 +98,7 @@ def run(
         _log_layer(layer, indices, images, patterns, losses, grid_columns, margin, seconds / len(indices))
         if quality_metrics and not whole_layer:
             _log_quality(layer, target_model(network, layer, indices) if preactivation else target, images)
+    return final_metrics()
 
 
 # ------------------------------------------------------------------------------------------- pieces

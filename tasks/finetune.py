@@ -56,7 +56,7 @@ from runner.explain.targets import is_binary, output_units
 from runner.layers import feature_map_paths, is_spatial, pick_layer, unknown_layer
 from runner.models.base import ModelSpec
 from runner.schema import FinetuneMode, Pooling
-from runner.tracking import log_keras_model
+from runner.tracking import final_metrics, log_keras_model
 
 if TYPE_CHECKING:
     import keras
@@ -98,7 +98,7 @@ def run(
     feature_cache: bool,
     cache_dir: str | None,
     feature_cache_max_gb: float | None = 20.0,
-) -> None:
+) -> dict[str, float]:
     import keras
 
     head, finetune = dict(head), dict(finetune)
@@ -139,6 +139,7 @@ def run(
 
     log_keras_model(network, dataset.class_names, dataset.split("test"))
     keras.backend.clear_session()
+    return final_metrics()
 
 
 def _check_options(mode: str, head: dict[str, Any], augment: bool | None) -> bool:

@@ -10,7 +10,7 @@ import mlflow
 from runner import plots, training
 from runner.data.base import ImageDataset
 from runner.models.base import ModelSpec
-from runner.tracking import load_checkpoint, log_checkpoint, log_keras_model
+from runner.tracking import final_metrics, load_checkpoint, log_checkpoint, log_keras_model
 
 
 def run(
@@ -26,7 +26,7 @@ def run(
     steps_per_epoch: int | None,
     augmentation_samples: int,
     checkpoint: bool = False,
-) -> None:
+) -> dict[str, float]:
     resumed = load_checkpoint() if checkpoint else None
     if resumed:
         network, last_epoch = resumed
@@ -58,6 +58,7 @@ def run(
     training.log_test_metrics(network, dataset.split("test"))
     log_keras_model(network, dataset.class_names, dataset.split("test"), with_optimizer=checkpoint)  # slots: to train on from there
     keras.backend.clear_session()
+    return final_metrics()
 
 
 class CheckpointEveryEpoch(keras.callbacks.Callback):

@@ -1,0 +1,224 @@
+"""Sweeps that search: the objective a job returns to Hydra's sweeper (optimized_metric)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runner.liveness import PID_TAG
+from runner.reproduce import SWEEP_ARGS_TAG, sweep_rerun_args
+from runner.sweeps import Sweep, UnknownObjective, best_run, children, objective, summary_rows, tell_story
+from tests.conftest import REPO, all_runs, compose_config
+from tests.infra import unavailable
+from tests.quadratic_task import score
+
+#: a task with a known optimum (tests/quadratic_task.py), cheap enough for a sweep of several trials
+QUADRATIC = [f"hydra.searchpath=[file://{REPO}/tests/conf]", "task=quadratic", "dataset.limit=8"]
+
+
+def _require_optuna() -> None:
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ModuleNotFoundError:
+        unavailable("hydra-optuna-sweeper is not installed: pip install -e '.[search]'")
+
+
+def test_the_objective_is_the_named_metric_and_none_without_a_name():
+    metrics = {"val_accuracy": 0.75, "test_accuracy": 0.5}
+    assert objective(metrics, "val_accuracy") == 0.75
+    assert objective(metrics, None) is None
+    assert objective(None, None) is None
+
+
+def test_a_non_finite_objective_is_returned_as_nothing_so_the_trial_fails():
+    assert objective({"loss": math.nan}, "loss") is None
+    assert objective({"loss": math.inf}, "loss") is None
+
+
+def test_an_unknown_objective_names_the_metrics_there_are():
+    with pytest.raises(UnknownObjective) as raised:
+        objective({"val_accuracy": 0.75, "test_accuracy": 0.5}, "val_acc")
+    message = str(raised.value)
+    assert "optimized_metric=val_acc" in message and "test_accuracy, val_accuracy" in message
+    assert "fix:" in message
+    with pytest.raises(UnknownObjective, match="none: this task logs no metrics"):
+        objective({}, "val_accuracy")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # ~30 s here: one job's TensorFlow start
+def test_an_unknown_objective_fails_the_first_job_of_a_sweep_and_stops_it(run_cli, mlflow_client):
+    proc = run_cli("-m", *QUADRATIC, "task.x=0.1,0.2", "optimized_metric=scor", expect_ok=False)
+
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "optimized_metric=scor is not a metric of this task; its metrics: data.skipped_files, distance, score" in proc.stderr
+    runs = all_runs(mlflow_client)
+    [job] = [r for r in runs if r.data.tags.get("convlab.sweep") != "true"]  # the second job never started
+    assert job.info.status == "FAILED"
+    assert job.data.tags["convlab.failure_reason"].startswith("optimized_metric=scor is not a metric")
+
+
+# ------------------------------------------------------------------------- the parent run's story
+
+
+def _sweep_with_children(values: list[float | None], optuna: bool = True) -> Sweep:
+    """A parent run and one child per value of ``task.x`` (None: a FAILED child), each with ``score`` and the
+    same picture ``plots/score.png``, logged as convlab's jobs log them."""
+    import numpy as np
+
+    client = MlflowClient()
+    experiment = mlflow.set_experiment("story")
+    parent = client.create_run(experiment.experiment_id, tags={"convlab.sweep": "true"})
+    for x in values:
+        with mlflow.start_run(experiment_id=experiment.experiment_id, parent_run_id=parent.info.run_id,
+                              nested=True):
+            mlflow.log_params({"task.x": 0.9 if x is None else x, "model.name": "small_convnet"})
+            if x is None:
+                mlflow.end_run("FAILED")
+                continue
+            mlflow.log_metrics({"score": score(x), "test_accuracy": 0.5})
+            mlflow.log_image(np.full((8, 8, 3), int(255 * score(x)), np.uint8), "plots/score.png")
+    return Sweep(parent.info.run_id, ["task.x"], "score", "maximize", optuna)
+
+
+def _artifacts(run_id: str, folder: str | None = None, client: MlflowClient | None = None) -> set[str]:
+    client = client or MlflowClient()
+    found = set()
+    for item in client.list_artifacts(run_id, folder):
+        found |= _artifacts(run_id, item.path, client) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.search
+def test_the_parent_tells_the_story_of_its_children(tracking):
+    _require_optuna()
+    values = [0.9, 0.5, None, 0.3, 0.0]  # the best: x=0.3, the optimum
+    sweep = _sweep_with_children(values)
+    tell_story(sweep)
+
+    parent = MlflowClient().get_run(sweep.parent_id)
+    best = [run for run in children(sweep.parent_id) if run.data.params["task.x"] == "0.3"][0]
+    assert parent.data.tags["convlab.best_run_id"] == best.info.run_id
+    assert float(parent.data.tags["convlab.best_value"]) == score(0.3) == parent.data.metrics["score"]
+    assert parent.data.metrics["test_accuracy"] == 0.5
+    assert {"sweep/children.json", "sweep/summary.csv", "sweep/objective_vs_task.x.png",
+            "sweep/optimization_history.png", "sweep/side_by_side/plots_score.png"} <= _artifacts(sweep.parent_id)
+    summary = mlflow.artifacts.load_text(f"runs:/{sweep.parent_id}/sweep/summary.csv").splitlines()
+    assert summary[0] == "trial,run_id,status,task.x,objective,score,test_accuracy"
+    assert [line.split(",")[2:4] for line in summary[1:]] == [
+        ["FINISHED", "0.9"], ["FINISHED", "0.5"], ["FAILED", "0.9"], ["FINISHED", "0.3"], ["FINISHED", "0.0"]]
+    table = mlflow.load_table("sweep/children.json", run_ids=[sweep.parent_id])
+    assert list(table["status"]).count("FAILED") == 1 and len(table) == len(values)
+
+
+def test_a_minimized_objective_picks_the_smallest_and_failed_children_never_win(tracking):
+    sweep = _sweep_with_children([0.0, None, 0.5], optuna=False)
+    sweep.direction = "minimize"
+    runs = children(sweep.parent_id)
+    assert best_run(sweep, runs).data.params["task.x"] == "0.0"  # score 0.91 < 0.96; the FAILED one has none
+    assert [row["objective"] for row in summary_rows(sweep, runs)][1] is None
+
+
+def test_a_sweep_without_an_objective_still_gets_its_table_but_no_best_run(tracking):
+    sweep = _sweep_with_children([0.1, 0.2], optuna=False)
+    sweep.objective = None
+    tell_story(sweep)
+    parent = MlflowClient().get_run(sweep.parent_id)
+    assert "convlab.best_run_id" not in parent.data.tags
+    assert "sweep/summary.csv" in _artifacts(sweep.parent_id)
+    assert not any(path.startswith("sweep/objective_vs") for path in _artifacts(sweep.parent_id))
+
+
+# ---------------------------------------------------------------------------- Optuna end to end
+
+#: tests/conf/hparams_search/quadratic_optuna.yaml: 4 seeded TPE trials of x in [0, 1]; x > 0.7 fails
+OPTUNA = [*QUADRATIC, "hparams_search=quadratic_optuna", "task.fail_above=0.7"]
+
+
+def _sweep_runs(client):
+    runs = all_runs(client)
+    parents = [r for r in runs if r.data.tags.get("convlab.sweep") == "true"]
+    return parents, [r for r in runs if r.data.tags.get("convlab.sweep") != "true"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.search
+def test_an_optuna_sweep_beats_its_first_trial_survives_a_failed_one_and_resumes_its_study(run_cli, mlflow_client):
+    _require_optuna()
+    proc = run_cli("-m", *OPTUNA, expect_ok=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one trial failed: reported, the study went on
+
+    [parent], jobs = _sweep_runs(mlflow_client)
+    assert len(jobs) == 4 and all(j.data.tags["mlflow.parentRunId"] == parent.info.run_id for j in jobs)
+    jobs.sort(key=lambda run: run.info.start_time)
+    statuses = [j.info.status for j in jobs]
+    assert statuses.count("FAILED") >= 1 and statuses.count("FINISHED") >= 2, statuses
+    assert all(float(j.data.params["task.x"]) > 0.7 for j in jobs if j.info.status == "FAILED")
+    first = next(j for j in jobs if j.info.status == "FINISHED")
+    best = float(parent.data.tags["convlab.best_value"])
+    assert best > first.data.metrics["score"]  # TPE improved on the first trial
+    assert best == max(j.data.metrics.get("score", -1) for j in jobs)
+    assert mlflow_client.get_run(parent.data.tags["convlab.best_run_id"]).data.metrics["score"] == best
+    assert {"sweep/summary.csv", "sweep/children.json", "sweep/objective_vs_task.x.png",
+            "sweep/optimization_history.png", "sweep/side_by_side/plots_score.png"} <= _artifacts(parent.info.run_id,
+                                                                                                client=mlflow_client)
+    study = parent.data.tags["convlab.study"]
+
+    proc = run_cli("-m", *OPTUNA, "resume=true", "hydra.sweeper.n_trials=6", expect_ok=False)
+    assert f"resume: study {study} has 4 trial(s) in run {parent.info.run_id}; 2 more" in proc.stderr
+    [again], jobs = _sweep_runs(mlflow_client)
+    assert again.info.run_id == parent.info.run_id and len(jobs) == 6  # the same study, 2 more trials
+    summary = Path(mlflow_client.download_artifacts(parent.info.run_id, "sweep/summary.csv")).read_text()
+    assert len(summary.splitlines()) == 1 + 6
+    assert float(again.data.tags["convlab.best_value"]) >= best
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.search
+@pytest.mark.cluster
+def test_parallel_optuna_trials_through_joblib_nest_under_one_parent(run_cli, mlflow_client):
+    _require_optuna()
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401
+    except ModuleNotFoundError:
+        unavailable("hydra-joblib-launcher is not installed: pip install -e '.[cluster]'")
+    run_cli("-m", *QUADRATIC, "hparams_search=quadratic_optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+
+    [parent], jobs = _sweep_runs(mlflow_client)
+    assert len(jobs) == 2 and {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
+    assert len({j.data.tags[PID_TAG] for j in jobs}) == 2  # two processes at once: one batch of two trials
+    assert parent.info.status == "FINISHED" and parent.data.tags["convlab.best_run_id"] in {j.info.run_id for j in jobs}
+
+
+def test_convlab_rerun_of_a_sweep_parent_runs_the_sweep_again_with_its_overrides(tracking):
+    experiment = mlflow.set_experiment("rerun-sweep")
+    recorded = ["hparams_search=scratch_optuna", "quick=true", "resume=true", "task.x=interval(0, 1)"]
+    parent = MlflowClient().create_run(experiment.experiment_id, tags={
+        "convlab.sweep": "true", SWEEP_ARGS_TAG: json.dumps(recorded)})
+    job = MlflowClient().create_run(experiment.experiment_id)
+
+    args = sweep_rerun_args(parent.info.run_id, ["hydra.sweeper.n_trials=5"])
+    assert args == ["-m", "hparams_search=scratch_optuna", "quick=true", "task.x=interval(0, 1)",
+                    f"rerun_of={parent.info.run_id}", "hydra.sweeper.n_trials=5"]  # resume left out: a new sweep
+    assert sweep_rerun_args(job.info.run_id, []) is None  # a job's run: rerun as one job
+
+
+@pytest.mark.parametrize("preset", ["scratch_optuna", "finetune_optuna"])
+def test_the_search_presets_compose_a_seeded_tpe_study_with_a_quick_size(preset):
+    _require_optuna()
+    quick = compose_config([f"hparams_search={preset}", "quick=true"])
+    full = compose_config([f"hparams_search={preset}"])
+    sweeper = quick.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper.sampler.seed == quick.seed and sweeper.direction == "maximize"
+    assert quick.optimized_metric == "best_val_accuracy" and len(sweeper.params) >= 2
+    assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials
+    assert quick.dataset.limit == 16 and full.dataset.limit is None  # the quick size shrinks the job too
