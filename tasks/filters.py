@@ -29,6 +29,7 @@ from runner.errors import ConvlabError
 from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
 from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.target import map_size, smallest_input_side, target_model
+from runner.mlflow_images import log_picture
 from runner.models.base import ModelSpec
 from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
 from runner.tracking import log_npz
@@ -263,7 +264,7 @@ def _log_layer(layer: str, filters: list[int], images: np.ndarray, patterns: np.
     from mlflow.entities import Metric
 
     tiles = grid(patterns, grid_columns, margin)
-    mlflow.log_image(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, artifact_file=f"filters/{layer}.png")
+    log_picture(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, f"filters/{layer}.png", key=f"filters/{layer}")
     log_npz(f"filters/{layer}.npz", filters=np.asarray(filters), patterns=patterns, images=images, losses=losses)
 
     final = losses[:, -1]

@@ -17,6 +17,7 @@ import pytest
 from runner.data.folder import Folder
 from runner.data.photos import Photos
 from runner.mlflow_datasets import log_inputs_when_read
+from runner.mlflow_images import image_timelines, log_picture, timeline_key
 from runner.mlflow_ui import how_to_open, run_url, set_experiment
 from tests.conftest import REPO, TINY_TRAIN, all_runs
 
@@ -117,6 +118,25 @@ def test_importing_tensorflow_quietly_drops_its_chatter_but_nothing_else():
     assert not TF_CHATTER.search(quiet.stderr), quiet.stderr
     assert "a real C++ error" in quiet.stderr and "a Python warning" in quiet.stderr
     assert "Traceback" in quiet.stderr and "ValueError: a real Python error" in quiet.stderr
+
+
+def test_pictures_become_image_timelines_with_their_keys_and_steps_and_stay_artifacts(tracking, tmp_path):
+    pictures = [np.full((6, 5, 3), 40 * step, np.uint8) for step in range(3)]
+    with mlflow.start_run() as active:
+        for step, picture in enumerate(pictures):
+            log_picture(picture, key="probe/test_0_cat", step=step)
+        log_picture(pictures[1][..., 0], "filters/conv.png", key="filters/base/conv (1)")  # gray, a nested path
+    run_id = active.info.run_id
+
+    assert image_timelines(run_id) == {"filters/base/conv _1_": [0], "probe/test_0_cat": [0, 1, 2]}
+    assert mlflow.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"  # what the UI's image charts look for
+    client = mlflow.MlflowClient()
+    [stored] = [item.path for item in client.list_artifacts(run_id, "images")
+                if "+step+2+" in item.path and item.path.endswith(".png")]
+    saved = cv2.imread(client.download_artifacts(run_id, stored, str(tmp_path)))
+    np.testing.assert_array_equal(saved, pictures[2])  # PNG: the picture as it was
+    assert cv2.imread(client.download_artifacts(run_id, "filters/conv.png", str(tmp_path))).shape == (6, 5, 3)
+    assert timeline_key("explain", "IMG 1+(2).jpg") == "explain/IMG 1__2_.jpg"
 
 
 @pytest.mark.e2e
