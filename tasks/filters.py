@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 
+from runner import terminal
 from runner.errors import ConvlabError
 from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
 from runner.featurevis.engine import Recipe, climber
@@ -87,7 +88,7 @@ def run(
     whole_layer = choice["objective"] is FiltersObjective.layer
     network = _model_at_size(model, dataset, image_size)
     channels = network.input_shape[-1]
-    for layer in layers:
+    for layer in terminal.progress(layers, len(layers), "layer"):
         target = target_model(network, layer, None if whole_layer else indices, preactivation)
         _check_map(target, layer, image_size, loss_border, choice["objective"])
         start = recipe.param.initial(len(indices), image_size, channels)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 
-from runner import plots, training
+from runner import plots, terminal, training
 from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
@@ -329,7 +329,7 @@ def _fit_phase(network, phase: str, settings: Mapping[str, Any], loss: str, trai
     history = network.fit(train, validation_data=dataset.split("validation"), epochs=settings["epochs"],
                           steps_per_epoch=steps_per_epoch,
                           callbacks=[training.epoch_metrics_callback(first_epoch, phase),
-                                     *_probes(probes, network, dataset, first_epoch)], verbose=2)
+                                     *_probes(probes, network, dataset, first_epoch)], verbose=terminal.fit_verbosity())
     return history.history
 
 
@@ -367,7 +367,7 @@ def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, A
                              validation_data=_batches(*pooled["validation"], batch_size),
                              callbacks=[training.epoch_metrics_callback(0, "head"),
                                         *_probes(probes, parts.network, dataset, 0,
-                                                 lambda: _copy_head(head_model, parts.network))], verbose=2)
+                                                 lambda: _copy_head(head_model, parts.network))], verbose=terminal.fit_verbosity())
     training.log_curves(history.history)
     training.log_test_metrics(head_model, _batches(*pooled["test"], batch_size))
 
@@ -472,7 +472,8 @@ def prune_cache(folder: Path, max_gb: float, keep: list[Path]) -> list[Path]:
 def extract(extractor: "keras.Model", split) -> tuple[np.ndarray, np.ndarray]:
     """The extractor's outputs over one pass of ``split`` and the labels in the same order."""
     features, labels = [], []
-    for images, batch_labels in split:
+    batches = int(split.cardinality())
+    for images, batch_labels in terminal.progress(split, batches if batches >= 0 else None, "batch"):
         features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
         labels.append(np.asarray(batch_labels))
     return np.concatenate(features), np.concatenate(labels)

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import mlflow
 
-from runner import plots, training
+from runner import plots, terminal, training
 from runner.data.base import ImageDataset
 from runner.models.base import ModelSpec
 from runner.probes import probe_callbacks
@@ -56,7 +56,7 @@ def run(
         steps_per_epoch=steps_per_epoch,
         callbacks=[training.epoch_metrics_callback(), *([CheckpointEveryEpoch()] if checkpoint else []),
                    *(probe_callbacks(network, dataset, probes) if probes else [])],
-        verbose=2,
+        verbose=terminal.fit_verbosity(),  # Keras' bar at a terminal, one line per epoch in a log
     )
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
     training.log_test_metrics(network, dataset.split("test"))

@@ -3,6 +3,7 @@ a terminal without TensorFlow's start-up chatter, and the end-of-job summary wit
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -137,6 +138,27 @@ def test_pictures_become_image_timelines_with_their_keys_and_steps_and_stay_arti
     np.testing.assert_array_equal(saved, pictures[2])  # PNG: the picture as it was
     assert cv2.imread(client.download_artifacts(run_id, "filters/conv.png", str(tmp_path))).shape == (6, 5, 3)
     assert timeline_key("explain", "IMG 1+(2).jpg") == "explain/IMG 1__2_.jpg"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_show_only_while_a_person_watches_both_streams(monkeypatch, capsys):
+    from runner.terminal import fit_verbosity, progress
+
+    assert list(progress(iter("abc"), 3, "step")) == ["a", "b", "c"] and fit_verbosity() == 2  # pytest: no TTY
+    assert capsys.readouterr().out == ""
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert list(progress(iter("abc"), 3, "step")) == ["a", "b", "c"] and fit_verbosity() == 1
+    assert "3/3" in screen.getvalue() and "step" in screen.getvalue()  # Keras' Progbar at its end
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # stderr to a log: quiet again
+    before = screen.getvalue()
+    assert list(progress(iter("ab"), 2, "step")) == ["a", "b"] and fit_verbosity() == 2
+    assert screen.getvalue() == before
 
 
 @pytest.mark.e2e
