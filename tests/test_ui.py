@@ -143,3 +143,32 @@ def _assert_model_training_view(page) -> None:
     sidebar = page.inner_text("body")
     assert "Models" in sidebar and "Model registry" in sidebar
     assert "Evaluation runs" not in sidebar and "Judges" not in sidebar  # the GenAI view's entries
+
+
+def test_a_sweeps_children_show_their_probe_images_side_by_side_in_one_chart(server, tmp_path):
+    """Image timelines (task.probes, log_image key/step): the runs table's chart view has one image chart
+    per key, holding both children's pictures."""
+    from runner.mlflow_images import image_timelines
+    from tests.conftest import TINY_TRAIN
+
+    convlab("tracking=server", "-m", *TINY_TRAIN, "task.probes.enabled=true", "task.probes.images=1",
+            "task.learning_rate=1e-3,1e-4", cwd=tmp_path, tracking_uri=server.uri)
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment_id = client.get_experiment_by_name("train").experiment_id
+    children = [run for run in client.search_runs([experiment_id]) if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2
+    [key] = image_timelines(children[0].info.run_id, client)
+    assert all(image_timelines(child.info.run_id, client) == {key: [0]} for child in children)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with _browser_page(height=1200) as page:
+        page.goto(f"{server.uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+                  "&compareRunsMode=CHART", wait_until="load")
+        page.get_by_text(key, exact=True).first.wait_for(timeout=60_000)  # the chart's title
+        # both children's pictures decoded in the page (the UI shows the compressed copies of the steps)
+        page.wait_for_function(
+            "() => [...document.images].filter(i => i.complete && i.naturalWidth > 0"
+            " && decodeURIComponent(i.src).includes('images/')).length >= 2", timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "sweep_probe_image_chart.png"))
+    report(f"MLflow UI in headless Chromium: image chart {key} with both children's probes; screenshot in "
+           f"{SCREENSHOTS.relative_to(REPO)}/sweep_probe_image_chart.png")
