@@ -35,7 +35,7 @@ class ProbeCallback(keras.callbacks.Callback):
 
     ``network`` may be another model than the one being fitted (mode=features fits the head alone):
     ``before_probe`` then brings the fitted weights into it. ``first_epoch``: the number of this fit's
-    first epoch in the run (a later training phase)."""
+    first epoch in the run; set it anew to reuse the callback (and its traced pass) in a later phase."""
 
     def __init__(self, network: keras.Model, names: list[str], images: np.ndarray, *, every: int = 1,
                  layer: str | None = None, first_epoch: int = 0, before_probe: Callable[[], None] | None = None):

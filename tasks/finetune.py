@@ -121,19 +121,20 @@ def run(
             train = training.augmented(train, augmenter)
         network = parts.network
         phases = []
+        probe = _probes(probes, network, dataset, 0)  # one callback for both phases: its pass is traced once
         if parts.reused:
             mlflow.set_tag("finetune.head_phase", "skipped: the model from model=from_run has a trained head")
             print("[convlab] head already trained (model=from_run): fine-tuning only")
         else:
             parts.base.trainable = False
             phases.append(_fit_phase(network, "head", head, loss, train, dataset, steps_per_epoch, first_epoch=0,
-                                     probes=probes))
+                                     probe=probe))
         if mode == "finetune":
             layer = unfreeze(parts.base, unfreeze_from or _default_unfreeze_from(parts.base))
             mlflow.set_tag("finetune.unfreeze_from", layer)
             first_epoch = len(phases[0].get("loss", [])) if phases else 0
             phases.append(_fit_phase(network, "finetune", finetune, loss, train, dataset, steps_per_epoch,
-                                     first_epoch=first_epoch, probes=probes))
+                                     first_epoch=first_epoch, probe=probe))
         history = training.merge_histories(*phases)
         starts = [len(phases[0].get("loss", []))] if len(phases) == 2 else []
         training.log_curves(history, phase_starts=starts)
@@ -322,14 +323,16 @@ def _compile(network: "keras.Model", settings: Mapping[str, Any], loss: str, ste
 
 def _fit_phase(network, phase: str, settings: Mapping[str, Any], loss: str, train, dataset: ImageDataset,
                steps_per_epoch: int | None, first_epoch: int,
-               probes: Mapping[str, Any] | None = None) -> dict[str, list[float]]:
+               probe: list | None = None) -> dict[str, list[float]]:
+    for callback in probe or []:
+        callback.first_epoch = first_epoch
     _compile(network, settings, loss)  # after the trainable flags change: Keras reads them at compile
     training.log_parameter_counts(network, phase)
     network.summary()
     history = network.fit(train, validation_data=dataset.split("validation"), epochs=settings["epochs"],
                           steps_per_epoch=steps_per_epoch,
                           callbacks=[training.epoch_metrics_callback(first_epoch, phase),
-                                     *_probes(probes, network, dataset, first_epoch)], verbose=terminal.fit_verbosity())
+                                     *(probe or [])], verbose=terminal.fit_verbosity())
     return history.history
 
 
