@@ -1,7 +1,7 @@
 """Pictures the MLflow UI can compare: besides a file among the run's artifacts, a picture with a natural
 step is logged as one step of an image timeline, ``mlflow.log_image(image, key=..., step=...)``. The run
-page's charts show each key as an image chart with a step slider, and the compare view puts the runs of
-a sweep side by side in one chart per key.
+page's Model metrics tab shows each key as an image chart with a step slider; the runs table's chart
+view draws them for the runs it shows.
 
 The keys convlab logs (docs/mlflow.md): ``explain/<image>`` and ``gradcam/<image>`` (step: the image's
 index), ``filters/<layer>`` (step 0), ``probe/<image>`` (step: the epoch, ``task.probes``).
