@@ -145,13 +145,13 @@ def _assert_model_training_view(page) -> None:
     assert "Evaluation runs" not in sidebar and "Judges" not in sidebar  # the GenAI view's entries
 
 
-def test_a_sweeps_children_show_their_probe_images_side_by_side_in_one_chart(server, tmp_path):
-    """Image timelines (task.probes, log_image key/step): the runs table's chart view has one image chart
-    per key, holding both children's pictures."""
+def test_a_sweeps_children_show_their_probe_images_as_image_charts_with_a_step_slider(server, tmp_path):
+    """Image timelines (task.probes, log_image key/step): each child's Model metrics tab has an image
+    chart per key, its picture decoded."""
     from runner.mlflow_images import image_timelines
     from tests.conftest import TINY_TRAIN
 
-    convlab("tracking=server", "-m", *TINY_TRAIN, "task.probes.enabled=true", "task.probes.images=1",
+    convlab("-m", "tracking=server", *TINY_TRAIN, "task.probes.enabled=true", "task.probes.images=1",
             "task.learning_rate=1e-3,1e-4", cwd=tmp_path, tracking_uri=server.uri)
     client = MlflowClient(tracking_uri=server.uri)
     experiment_id = client.get_experiment_by_name("train").experiment_id
@@ -161,14 +161,14 @@ def test_a_sweeps_children_show_their_probe_images_side_by_side_in_one_chart(ser
     assert all(image_timelines(child.info.run_id, client) == {key: [0]} for child in children)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    with _browser_page(height=1200) as page:
-        page.goto(f"{server.uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-                  "&compareRunsMode=CHART", wait_until="load")
-        page.get_by_text(key, exact=True).first.wait_for(timeout=60_000)  # the chart's title
-        # both children's pictures decoded in the page (the UI shows the compressed copies of the steps)
-        page.wait_for_function(
-            "() => [...document.images].filter(i => i.complete && i.naturalWidth > 0"
-            " && decodeURIComponent(i.src).includes('images/')).length >= 2", timeout=60_000)
-        page.screenshot(path=str(SCREENSHOTS / "sweep_probe_image_chart.png"))
-    report(f"MLflow UI in headless Chromium: image chart {key} with both children's probes; screenshot in "
-           f"{SCREENSHOTS.relative_to(REPO)}/sweep_probe_image_chart.png")
+    with _browser_page(height=1000) as page:
+        for index, child in enumerate(children):
+            page.goto(f"{server.uri}/#/experiments/{experiment_id}/runs/{child.info.run_id}/model-metrics"
+                      "?workflowType=machine_learning", wait_until="load")
+            page.get_by_text(key, exact=True).first.wait_for(timeout=60_000)  # the image chart's title
+            # the overlay itself, decoded by the browser (not a broken-image icon; data: URLs are the UI's icons)
+            page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 0"
+                                   " && !i.src.startsWith('data:'))", timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / f"sweep_child{index}_probe_chart.png"))
+    report(f"MLflow UI in headless Chromium: image chart {key} on both children's Model metrics tab; "
+           f"screenshots in {SCREENSHOTS.relative_to(REPO)}/sweep_child*_probe_chart.png")
