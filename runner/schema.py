@@ -213,6 +213,18 @@ class AugmentationConfig:
 
 
 @dataclass
+class ProbesConfig:
+    """``task.probes`` of train/finetune: Grad-CAM of fixed images every few epochs, logged as the image
+    timelines ``probe/<image>`` (step = epoch); runner/probes.py."""
+
+    enabled: bool = True
+    every: int = bounded(1, ge=1)  # epochs between probes
+    images: int = bounded(4, ge=1)  # the first images of the split
+    split: Split = Split.test
+    layer: Optional[str] = None  # None: the last 4-D non-pooling layer (runner.layers.pick_layer)
+
+
+@dataclass
 class TrainConfig:
     _target_: str = "tasks.train.run"
     _partial_: bool = True
@@ -225,6 +237,7 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = bounded(100, ge=1)
     augmentation_samples: int = bounded(9, ge=1)
     checkpoint: bool = False  # save the model after every epoch, so `resume=true` continues a killed run
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
 
 @dataclass
@@ -361,6 +374,7 @@ class FinetuneConfig:
     feature_cache: bool = True  # mode=features: reuse the base's outputs from <cache>/features
     feature_cache_max_gb: Optional[float] = 20.0  # least recently used files deleted beyond it; None: no cap
     cache_dir: Optional[str] = "${cache_dir}"
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
 
 # ----------------------------------------------------------------------------------------- tracking

@@ -1,4 +1,5 @@
-"""What a job prints: no TensorFlow start-up chatter, and a short summary at its end."""
+"""What a job prints: no TensorFlow start-up chatter, progress bars only for a person at a terminal, and a
+short summary at its end."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+Item = TypeVar("Item")
 
 #: TensorFlow's C++ start-up lines (Abseil logs to fd 2 before InitializeLog; no environment variable
 #: silences them): Abseil INFO/WARNING lines, the InitializeLog notice, the CPU-instructions note, and the
@@ -49,6 +53,31 @@ def import_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+
+
+def watched() -> bool:
+    """A person watches the job: stdout and stderr are both terminals (not a log file, a pipe or pytest)."""
+    return all(hasattr(stream, "isatty") and stream.isatty() for stream in (sys.stdout, sys.stderr))
+
+
+def fit_verbosity() -> int:
+    """``verbose`` of Keras' ``fit``: its progress bar (1) for a person at a terminal, else one line per
+    epoch (2), which a log keeps readable."""
+    return 1 if watched() else 2
+
+
+def progress(items: Iterable[Item], total: int | None, unit: str) -> Iterator[Item]:
+    """``items`` with Keras' progress bar (``total`` of them, counted in ``unit``s) while :func:`watched`;
+    else ``items`` as they are, printing nothing."""
+    if not watched():
+        yield from items
+        return
+    from keras.utils import Progbar
+
+    bar = Progbar(total, unit_name=unit)
+    for done, item in enumerate(items, start=1):
+        yield item
+        bar.update(done)
 
 
 def print_summary(run_id: str) -> None:

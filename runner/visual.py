@@ -63,10 +63,16 @@ def load_inputs(spec: ModelSpec, model, dataset, count: int, split: str) -> list
 def _split_images(dataset: ImageDataset, count: int, split: str) -> list[tuple[str, np.ndarray]]:
     photos = []
     for index, (image, label) in enumerate(dataset.split(split).unbatch().take(count).as_numpy_iterator()):
-        photos.append((f"{split}_{index}_{dataset.class_names[int(label)]}", np.clip(image, 0, 255).astype(np.uint8)))
+        photos.append((split_image_name(split, index, dataset.class_names[int(label)]),
+                       np.clip(image, 0, 255).astype(np.uint8)))
     if not photos:
         raise ConvlabError(f"the {split} split of {dataset.name} is empty")
     return photos
+
+
+def split_image_name(split: str, index: int, class_name: str) -> str:
+    """The name of a split's ``index``-th image in artifacts and image keys: ``test_0_cat``."""
+    return f"{split}_{index}_{class_name}"
 
 
 def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:

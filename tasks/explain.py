@@ -20,6 +20,7 @@ from runner.errors import ConvlabError
 from runner.explain import Explainer
 from runner.explain.base import Method
 from runner.explain.targets import Score, class_count, top_classes
+from runner.mlflow_images import log_picture
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
 from runner.visual import (VisualInput, box_list, build_model, class_names, diverging_picture, load_inputs,
@@ -116,7 +117,8 @@ def _check_class_index(class_index: int | None, names: list[str]) -> None:
 def _log_image(item: VisualInput, batch, index: int, alpha: float, layout: Layout) -> None:
     heatmap = batch.maps[index]
     folder = layout.folder
-    mlflow.log_image(overlay(item.original, heatmap, item.crop, alpha), f"{folder}/{item.name}_overlay.png")
+    log_picture(overlay(item.original, heatmap, item.crop, alpha), f"{folder}/{item.name}_overlay.png",
+                key=f"{folder}/{item.name}", step=index)
     colormap = "jet" if batch.signed is None else "gray"
     mlflow.log_image(map_picture(heatmap, item.crop, colormap), f"{folder}/{item.name}_{layout.map_suffix}.png")
     if batch.signed is not None:

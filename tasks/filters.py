@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 
+from runner import terminal
 from runner.errors import ConvlabError
 from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
 from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.target import map_size, smallest_input_side, target_model
+from runner.mlflow_images import log_picture
 from runner.models.base import ModelSpec
 from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
 from runner.tracking import final_metrics, log_npz
@@ -86,7 +88,7 @@ def run(
     whole_layer = choice["objective"] is FiltersObjective.layer
     network = _model_at_size(model, dataset, image_size)
     channels = network.input_shape[-1]
-    for layer in layers:
+    for layer in terminal.progress(layers, len(layers), "layer"):
         target = target_model(network, layer, None if whole_layer else indices, preactivation)
         _check_map(target, layer, image_size, loss_border, choice["objective"])
         start = recipe.param.initial(len(indices), image_size, channels)
@@ -250,7 +252,7 @@ def _log_layer(layer: str, filters: list[int], images: np.ndarray, patterns: np.
     from mlflow.entities import Metric
 
     tiles = tile(patterns, grid_columns, margin)
-    mlflow.log_image(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, artifact_file=f"filters/{layer}.png")
+    log_picture(tiles.squeeze(-1) if tiles.shape[-1] == 1 else tiles, f"filters/{layer}.png", key=f"filters/{layer}")
     log_npz(f"filters/{layer}.npz", filters=np.asarray(filters), patterns=patterns, images=images, losses=losses)
 
     final = losses[:, -1]

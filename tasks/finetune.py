@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 
-from runner import plots, training
+from runner import plots, terminal, training
 from runner.data.base import SPLITS, ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
@@ -98,6 +98,7 @@ def run(
     feature_cache: bool,
     cache_dir: str | None,
     feature_cache_max_gb: float | None = 20.0,
+    probes: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     import keras
 
@@ -110,7 +111,7 @@ def run(
 
     if mode == "features":
         network = _train_on_features(parts, dataset, head, loss, steps_per_epoch, feature_cache, cache_dir,
-                                     feature_cache_max_gb)
+                                     feature_cache_max_gb, probes)
     else:
         train = dataset.split("train")
         if augment:
@@ -120,18 +121,20 @@ def run(
             train = training.augmented(train, augmenter)
         network = parts.network
         phases = []
+        probe = _probes(probes, network, dataset, 0)  # one callback for both phases: its pass is traced once
         if parts.reused:
             mlflow.set_tag("finetune.head_phase", "skipped: the model from model=from_run has a trained head")
             print("[convlab] head already trained (model=from_run): fine-tuning only")
         else:
             parts.base.trainable = False
-            phases.append(_fit_phase(network, "head", head, loss, train, dataset, steps_per_epoch, first_epoch=0))
+            phases.append(_fit_phase(network, "head", head, loss, train, dataset, steps_per_epoch, first_epoch=0,
+                                     probe=probe))
         if mode == "finetune":
             layer = unfreeze(parts.base, unfreeze_from or _default_unfreeze_from(parts.base))
             mlflow.set_tag("finetune.unfreeze_from", layer)
             first_epoch = len(phases[0].get("loss", [])) if phases else 0
             phases.append(_fit_phase(network, "finetune", finetune, loss, train, dataset, steps_per_epoch,
-                                     first_epoch=first_epoch))
+                                     first_epoch=first_epoch, probe=probe))
         history = training.merge_histories(*phases)
         starts = [len(phases[0].get("loss", []))] if len(phases) == 2 else []
         training.log_curves(history, phase_starts=starts)
@@ -320,19 +323,23 @@ def _compile(network: "keras.Model", settings: Mapping[str, Any], loss: str, ste
 
 
 def _fit_phase(network, phase: str, settings: Mapping[str, Any], loss: str, train, dataset: ImageDataset,
-               steps_per_epoch: int | None, first_epoch: int) -> dict[str, list[float]]:
+               steps_per_epoch: int | None, first_epoch: int,
+               probe: list | None = None) -> dict[str, list[float]]:
+    for callback in probe or []:
+        callback.first_epoch = first_epoch
     _compile(network, settings, loss)  # after the trainable flags change: Keras reads them at compile
     training.log_parameter_counts(network, phase)
     network.summary()
     history = network.fit(train, validation_data=dataset.split("validation"), epochs=settings["epochs"],
                           steps_per_epoch=steps_per_epoch,
-                          callbacks=[training.epoch_metrics_callback(first_epoch, phase)], verbose=2)
+                          callbacks=[training.epoch_metrics_callback(first_epoch, phase),
+                                     *(probe or [])], verbose=terminal.fit_verbosity())
     return history.history
 
 
 def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, Any], loss: str,
                        steps_per_epoch: int | None, use_cache: bool, cache_dir: str | None,
-                       cache_max_gb: float | None = None) -> "keras.Model":
+                       cache_max_gb: float | None = None, probes: Mapping[str, Any] | None = None) -> "keras.Model":
     """Mode ``features``: the base's outputs of every split (cached), the head trained on them, then the
     trained head put on the frozen base in one classifier that takes images.
 
@@ -362,15 +369,32 @@ def _train_on_features(parts: Parts, dataset: ImageDataset, head: Mapping[str, A
     history = head_model.fit(_batches(*pooled["train"], batch_size, shuffle=True), epochs=head["epochs"],
                              steps_per_epoch=steps_per_epoch,
                              validation_data=_batches(*pooled["validation"], batch_size),
-                             callbacks=[training.epoch_metrics_callback(0, "head")], verbose=2)
+                             callbacks=[training.epoch_metrics_callback(0, "head"),
+                                        *_probes(probes, parts.network, dataset, 0,
+                                                 lambda: _copy_head(head_model, parts.network))], verbose=terminal.fit_verbosity())
     training.log_curves(history.history)
     training.log_test_metrics(head_model, _batches(*pooled["test"], batch_size))
 
     network = parts.network
-    for layer in head_model.layers[1:]:
-        network.get_layer(layer.name).set_weights(layer.get_weights())
+    _copy_head(head_model, network)
     _compile(network, head, loss)  # logged without optimizer slots (log_keras_model); loads compiled
     return network
+
+
+def _copy_head(head_model: "keras.Model", network: "keras.Model") -> None:
+    """The weights of the head trained on stored features, into the classifier's head (same layer names)."""
+    for layer in head_model.layers[1:]:
+        network.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def _probes(probes: Mapping[str, Any] | None, network: "keras.Model", dataset: ImageDataset, first_epoch: int,
+            before_probe=None) -> list:
+    """``task.probes``' callback for one fit (none without the setting: a direct call of ``run``)."""
+    if not probes:
+        return []
+    from runner.probes import probe_callbacks
+
+    return probe_callbacks(network, dataset, probes, first_epoch=first_epoch, before_probe=before_probe)
 
 
 def _apply_in_chunks(layer, features: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -452,7 +476,8 @@ def prune_cache(folder: Path, max_gb: float, keep: list[Path]) -> list[Path]:
 def extract(extractor: "keras.Model", split) -> tuple[np.ndarray, np.ndarray]:
     """The extractor's outputs over one pass of ``split`` and the labels in the same order."""
     features, labels = [], []
-    for images, batch_labels in split:
+    batches = int(split.cardinality())
+    for images, batch_labels in terminal.progress(split, batches if batches >= 0 else None, "batch"):
         features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
         labels.append(np.asarray(batch_labels))
     return np.concatenate(features), np.concatenate(labels)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import mlflow
 
-from runner import plots, training
+from runner import plots, terminal, training
 from runner.data.base import ImageDataset
 from runner.models.base import ModelSpec
+from runner.probes import probe_callbacks
 from runner.tracking import final_metrics, load_checkpoint, log_checkpoint, log_keras_model
 
 
@@ -26,6 +28,7 @@ def run(
     steps_per_epoch: int | None,
     augmentation_samples: int,
     checkpoint: bool = False,
+    probes: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     resumed = load_checkpoint() if checkpoint else None
     if resumed:
@@ -51,8 +54,9 @@ def run(
         epochs=epochs,
         initial_epoch=last_epoch + 1,
         steps_per_epoch=steps_per_epoch,
-        callbacks=[training.epoch_metrics_callback()] + ([CheckpointEveryEpoch()] if checkpoint else []),
-        verbose=2,
+        callbacks=[training.epoch_metrics_callback(), *([CheckpointEveryEpoch()] if checkpoint else []),
+                   *(probe_callbacks(network, dataset, probes) if probes else [])],
+        verbose=terminal.fit_verbosity(),  # Keras' bar at a terminal, one line per epoch in a log
     )
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
     training.log_test_metrics(network, dataset.split("test"))

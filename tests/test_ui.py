@@ -143,3 +143,32 @@ def _assert_model_training_view(page) -> None:
     sidebar = page.inner_text("body")
     assert "Models" in sidebar and "Model registry" in sidebar
     assert "Evaluation runs" not in sidebar and "Judges" not in sidebar  # the GenAI view's entries
+
+
+def test_a_sweeps_children_show_their_probe_images_as_image_charts_with_a_step_slider(server, tmp_path):
+    """Image timelines (task.probes, log_image key/step): each child's Model metrics tab has an image
+    chart per key, its picture decoded."""
+    from runner.mlflow_images import image_timelines
+    from tests.conftest import TINY_TRAIN
+
+    convlab("-m", "tracking=server", *TINY_TRAIN, "task.probes.enabled=true", "task.probes.images=1",
+            "task.learning_rate=1e-3,1e-4", cwd=tmp_path, tracking_uri=server.uri)
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment_id = client.get_experiment_by_name("train").experiment_id
+    children = [run for run in client.search_runs([experiment_id]) if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2
+    [key] = image_timelines(children[0].info.run_id, client)
+    assert all(image_timelines(child.info.run_id, client) == {key: [0]} for child in children)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with _browser_page(height=1000) as page:
+        for index, child in enumerate(children):
+            page.goto(f"{server.uri}/#/experiments/{experiment_id}/runs/{child.info.run_id}/model-metrics"
+                      "?workflowType=machine_learning", wait_until="load")
+            page.get_by_text(key, exact=True).first.wait_for(timeout=60_000)  # the image chart's title
+            # the overlay itself, decoded by the browser (not a broken-image icon; data: URLs are the UI's icons)
+            page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 0"
+                                   " && !i.src.startsWith('data:'))", timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / f"sweep_child{index}_probe_chart.png"))
+    report(f"MLflow UI in headless Chromium: image chart {key} on both children's Model metrics tab; "
+           f"screenshots in {SCREENSHOTS.relative_to(REPO)}/sweep_child*_probe_chart.png")
