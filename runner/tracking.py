@@ -204,9 +204,12 @@ def _git(*args: str) -> str | None:
 
 
 def final_metrics() -> dict[str, float]:
-    """The active run's metrics, each at its last logged value: what a task returns."""
+    """The active run's metrics, each at its last logged value: what a task returns (none outside a run)."""
+    run = mlflow.active_run()
+    if run is None:
+        return {}
     mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
-    return dict(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics)
+    return dict(MlflowClient().get_run(run.info.run_id).data.metrics)
 
 
 def environment_tags(seed: int) -> dict[str, str]:
