@@ -76,7 +76,9 @@ def _conv_with_channels(conv, channels: list[int], drop_activation: bool):
 
     if type(conv) is not keras.layers.Conv2D or conv.groups != 1 or conv.data_format != "channels_last":
         return None
-    config = {**conv.get_config(), "filters": len(channels)}
+    # the weights are set below; an initializer holding the full kernel (Constant) would give its shape
+    config = {**conv.get_config(), "filters": len(channels), "kernel_initializer": "zeros",
+              "bias_initializer": "zeros"}
     if drop_activation:
         config["activation"] = "linear"
     sliced = keras.layers.Conv2D.from_config(config)
