@@ -41,8 +41,8 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 224, repea
         raise SystemExit(f"MobileNetV2 here takes {network.input_shape[1:3]} inputs: use --size "
                          f"{network.input_shape[1]}")
     indices = list(range(filters))
-    recipe = Recipe(objective=objectives.channel(), param=params.Fourier(decorrelate=True),
-                    step_rule=step_rules.Adam(0.05), steps=steps, transforms=transforms.standard())
+    recipe = Recipe(objective=objectives.Channel(), param=params.Fourier(decorrelate=True),
+                    step_rule=step_rules.Adam(0.05), steps=steps, transforms=transforms.Standard())
     target = target_model(network, LAYER, indices, preactivation=True)
     np.random.seed(0)
     start = recipe.param.initial(filters, size, 3)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.featurevis import objectives, params, regularizers, steps
+from runner.featurevis import objectives, params, regularizers, steps, transforms
 from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.redirect import redirected_clone, redirected_gradient
 from runner.featurevis.target import target_model
@@ -99,7 +99,7 @@ def input_gradient(model, images):
     images = tf.constant(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        objective = tf.reduce_sum(objectives.channel()(model(images)))
+        objective = tf.reduce_sum(objectives.Channel()(model(images)))
     return tape.gradient(objective, images).numpy()
 
 
@@ -119,7 +119,7 @@ def test_a_dead_filter_climbs_only_with_the_redirected_steps():
     target = target_model(dead_and_live_convnet(), "conv", [0])
     np.random.seed(2)
     start = params.gray_start(1, 6, 3)
-    recipe = dict(objective=objectives.channel(), param=params.Pixels("gray"),
+    recipe = dict(objective=objectives.Channel(), param=params.Pixels("gray"),
                   step_rule=steps.NormalizedAscent(5000.0, "rms"), steps=6)
     _, plain = (t.numpy() for t in climber(target, Recipe(**recipe))(start, 0))
     images, redirected = (t.numpy() for t in climber(target, Recipe(**recipe, redirected_relu_steps=3))(start, 0))
@@ -134,7 +134,7 @@ def test_a_regularized_climb_records_the_objective_alone_and_ends_smoother():
     target = target_model(keras.Model(inputs, conv(inputs)), "conv", [0])
     np.random.seed(4)
     start = params.gray_start(1, 8, 3)
-    base = dict(objective=objectives.channel(), param=params.Pixels("gray"),
+    base = dict(objective=objectives.Channel(), param=params.Pixels("gray"),
                 step_rule=steps.NormalizedAscent(4.0, "rms"), steps=8)
     plain_images, plain = (t.numpy() for t in climber(target, Recipe(**base))(start, 0))
     smooth_images, smooth = (t.numpy() for t in climber(target, Recipe(
@@ -143,3 +143,76 @@ def test_a_regularized_climb_records_the_objective_alone_and_ends_smoother():
     np.testing.assert_allclose(smooth[0, 0], plain[0, 0], rtol=1e-6)  # the same objective, penalty left out
     tv = regularizers.total_variation()
     assert float(tv(tf.constant(smooth_images))[0]) < float(tv(tf.constant(plain_images))[0])
+
+
+# ------------------------------------------------------------------------------- the config groups
+
+PIECE_GROUPS = {"objective": objectives, "param": params, "transforms": transforms, "step": steps}
+
+
+def composed_task(*overrides: str):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    return instantiate(compose_config(["task=filters", *overrides]).task).keywords
+
+
+@pytest.mark.parametrize("group", sorted(PIECE_GROUPS))
+def test_every_piece_option_has_a_schema_and_back(group):
+    from runner.schema import SCHEMAS
+    from tests.conftest import config_options
+
+    assert config_options(f"task/{group}") == sorted(SCHEMAS[f"task/{group}"])
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in sorted(PIECE_GROUPS) for o in
+                                           ({"objective": ["channel", "neuron", "layer"], "param": ["pixel", "fourier"],
+                                             "transforms": ["none", "standard"], "step": ["ascent", "adam"]}[g])])
+def test_every_piece_option_composes_on_top_of_a_recipe_into_its_piece(group, option):
+    piece = composed_task("task/recipe=lucid", f"task/{group}={option}")[group]  # lucid swaps every piece
+    assert type(piece).__module__ == PIECE_GROUPS[group].__name__
+
+
+def test_the_recipes_compose_into_their_pieces():
+    book = composed_task()
+    assert (book["objective"], book["param"], book["step"]) == (
+        objectives.Channel(0), params.Pixels("book"), steps.NormalizedAscent(1.0, "rms"))
+    assert book["transforms"].or_none() is None and book["regularizers"] is None and book["steps"] == 40
+    keras_io = composed_task("task/recipe=keras_io")
+    assert (keras_io["objective"], keras_io["param"], keras_io["step"]) == (
+        objectives.Channel(2), params.Pixels("keras_io"), steps.NormalizedAscent(1275.0, "l2"))
+    lucid = composed_task("task/recipe=lucid")
+    assert (lucid["param"], lucid["step"], lucid["preactivation"], lucid["steps"]) == (
+        params.Fourier(decorrelate=True), steps.Adam(0.05), True, 512)
+    assert lucid["transforms"].size_change() == transforms.Standard().size_change() and lucid["transforms"].rotate == 10
+    weighted = composed_task("task/recipe=lucid", "task.regularizers.total_variation_weight=0.5",
+                             "task.redirected_relu_steps=16")
+    assert callable(weighted["regularizers"]) and weighted["redirected_relu_steps"] == 16
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task/step=adamm", "Available options in 'task/step'"),
+    ("task/param=fourrier", "Available options in 'task/param'"),
+    ("task.step.learning_rat=1", "Key 'learning_rat' not in"),
+    ("task.param.start=zeros", "Invalid value 'zeros', expected one of [book, gray, keras_io]"),
+    ("task.init=gray", "Key 'init' not in 'FiltersConfig'"),  # the flat keys before the groups
+])
+def test_a_typo_in_a_piece_fails_at_compose_with_hydras_choices(override, message):
+    from hydra.errors import ConfigCompositionException
+
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["task=filters", "task/recipe=lucid" if "step" in override else "task/recipe=book", override])
+    assert message in str(error.value) + str(error.value.__cause__)
+
+
+def test_a_piece_value_out_of_range_is_refused_before_the_run():
+    from runner.validation import ConfigError, check_config
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError, match=r"task.step.learning_rate=0.0 must be > 0"):
+        check_config(compose_config(["task=filters", "task/recipe=lucid", "task.step.learning_rate=0"]))
+    with pytest.raises(ConfigError, match=r"task.regularizers.blur_weight=-1.0 must be >= 0"):
+        check_config(compose_config(["task=filters", "task.regularizers.blur_weight=-1"]))

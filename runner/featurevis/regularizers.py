@@ -81,3 +81,10 @@ def weighted(terms) -> Regularizer | None:
         return sum(weight * term(images) for weight, term in chosen)
 
     return penalty
+
+
+def penalty(l1_weight: float = 0.0, l1_center: float = 0.5, total_variation_weight: float = 0.0,
+            blur_weight: float = 0.0) -> Regularizer | None:
+    """The weighted sum of the three (``task.regularizers``), or None when every weight is 0."""
+    return weighted([(l1_weight, l1(l1_center)), (total_variation_weight, total_variation()),
+                     (blur_weight, blur())])
