@@ -27,7 +27,7 @@ import numpy as np
 from runner.errors import ConvlabError
 from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
 from runner.featurevis.engine import Recipe, climber
-from runner.featurevis.target import map_size, smallest_input_side, target_model
+from runner.featurevis.target import at_input_size, map_size, smallest_input_side, target_model
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
 from runner.visual import build_model
@@ -169,7 +169,9 @@ def _check_map(target: "keras.Model", layer: str, image_size: int, objective) ->
 
 def _model_at_size(spec: ModelSpec, dataset, image_size: int) -> "keras.Model":
     """The spec's model taking ``image_size`` squares: as built when its input size is free or matches,
-    else rebuilt at that size where the spec allows it (vgg16 with include_top=false)."""
+    else rebuilt at that size where the spec allows it (vgg16 with include_top=false), else its graph
+    replayed on an ``image_size`` input with its weights (``at_input_size``: any model whose weights do
+    not depend on the size, e.g. the offline MobileNetV2 fixed at 224)."""
     network = build_model(spec, dataset)
     height, width, channels = network.input_shape[1:]
     if height in (None, image_size) and width in (None, image_size):
@@ -177,11 +179,17 @@ def _model_at_size(spec: ModelSpec, dataset, image_size: int) -> "keras.Model":
     try:
         return spec.build((image_size, image_size, channels))
     except ConvlabError as error:
-        raise ConvlabError(
-            f"{spec.name} takes {height}x{width} inputs, not task.image_size={image_size} "
-            f"({str(error).splitlines()[0]})",
-            fix=f"set task.image_size={height}, or use a fully convolutional model",
-        ) from None
+        reason = str(error).splitlines()[0]
+    try:
+        resized = at_input_size(network, image_size)
+    except ValueError as error:
+        reason += f"; its weights do not fit another size ({str(error).splitlines()[0][:120]})"
+    else:
+        log.info("%s takes %dx%d inputs: its graph replayed at %d px with its weights", spec.name, height, width,
+                 image_size)
+        return resized
+    raise ConvlabError(f"{spec.name} takes {height}x{width} inputs, not task.image_size={image_size} ({reason})",
+                       fix=f"set task.image_size={height}, or use a fully convolutional model")
 
 
 # -------------------------------------------------------------------------------------------- output

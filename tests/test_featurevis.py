@@ -13,7 +13,7 @@ import tensorflow as tf
 from runner.featurevis import objectives, params, regularizers, steps, transforms
 from runner.featurevis.engine import Recipe, climber
 from runner.featurevis.redirect import redirected_clone, redirected_gradient
-from runner.featurevis.target import target_model
+from runner.featurevis.target import at_input_size, target_model
 
 
 def checkerboard(size: int = 6, low: float = 0.0, high: float = 255.0) -> np.ndarray:
@@ -216,3 +216,19 @@ def test_a_piece_value_out_of_range_is_refused_before_the_run():
         check_config(compose_config(["task=filters", "task/recipe=lucid", "task.step.learning_rate=0"]))
     with pytest.raises(ConfigError, match=r"task.regularizers.blur_weight=-1.0 must be >= 0"):
         check_config(compose_config(["task=filters", "task.regularizers.blur_weight=-1"]))
+
+
+def test_a_model_fixed_to_one_size_is_visualized_at_another_with_its_own_weights():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(2, 3, activation="relu", name="conv",
+                               kernel_initializer=keras.initializers.RandomNormal(seed=5))
+    pooled = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    network = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    resized = at_input_size(network, 12)
+    images = np.random.default_rng(6).uniform(0, 255, (1, 12, 12, 3)).astype(np.float32)
+
+    assert resized.input_shape[1:3] == (12, 12)
+    np.testing.assert_allclose(target_model(resized, "conv", [1])(images), conv(images)[..., 1:], rtol=1e-4, atol=1e-4)
+    flat = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(conv(inputs))))
+    with pytest.raises(ValueError):  # a Dense after a Flatten: its kernel depends on the size
+        at_input_size(flat, 12)

@@ -88,6 +88,16 @@ def _conv_with_channels(conv, channels: list[int], drop_activation: bool):
     return sliced
 
 
+def at_input_size(network: "keras.Model", side: int) -> "keras.Model":
+    """``network``'s layers rebuilt on a ``side``-px square input, with its weights (a ValueError where a
+    weight's shape depends on the input size, e.g. a Dense after a Flatten)."""
+    import keras
+
+    clone = keras.models.clone_model(network, input_tensors=keras.Input((side, side, network.input_shape[-1])))
+    clone.set_weights(network.get_weights())
+    return clone
+
+
 def map_size(model: "keras.Model", side: int) -> tuple[int, int] | None:
     """The (height, width) of ``model``'s output for a ``side``-px square input, or None where a layer
     cannot take it (a map shrunk to nothing). Computed symbolically, whatever input size ``model`` was
