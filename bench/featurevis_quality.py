@@ -10,7 +10,7 @@ average beside the figures.
 Example (the small convnet `make run` trains; 32 filters of four layers):
     python -m bench.featurevis_quality model=from_run model.run_id=latest \\
         'task.layers=[conv2d,conv2d_1,conv2d_2,conv2d_3]' task.num_filters=32 \\
-        --recipe book=task.init=gray --recipe lucid= --out outputs/featurevis_quality
+        --recipe book=task.param.start=gray --recipe lucid= --out outputs/featurevis_quality
 """
 
 from __future__ import annotations

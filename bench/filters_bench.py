@@ -51,7 +51,7 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
     for layer in layers:
         indices = list(range(filters))
         truncated = target_model(network, layer, indices)
-        climb = climber(truncated, Recipe(objective=objectives.channel(), param=params.Pixels("book"),
+        climb = climber(truncated, Recipe(objective=objectives.Channel(), param=params.Pixels("book"),
                                           step_rule=step_rules.NormalizedAscent(1.0, "rms"), steps=steps))
         whole = feature_model(network, [layer])  # the per-filter loop cuts the network as keras.io does
         start = params.book_start(filters, size, 3)

@@ -251,26 +251,10 @@ class ActivationsConfig:
     max_channels_drawn: Optional[int] = 64  # a grid draws the most varying ones; None: all (the .npz has all)
 
 
-class FiltersObjective(str, Enum):
-    channel = "channel"  # the filter's mean over the map (minus task.loss_border at each side)
-    neuron = "neuron"  # the filter at the map's centre
-    layer = "layer"  # DeepDream: the mean square of the whole layer
-
-
-class FiltersParam(str, Enum):
-    pixel = "pixel"  # the ascent moves the pixels (book, keras.io), started as task.init
-    fourier = "fourier"  # Lucid's 1/f-scaled spectrum through a sigmoid (task.decorrelate: its colours)
-
-
 class FiltersInit(str, Enum):
     book = "book"  # pixels 128+20u+ImageNet mean: the book's caffe-space uniform*20+128
     gray = "gray"  # pixels 128+20u (models that take plain pixels, e.g. small_convnet)
     keras_io = "keras_io"  # its [-1, 1] (u-0.5)*0.25 = pixels 127.5*(1+(u-0.5)/4)
-
-
-class FiltersOptimizer(str, Enum):
-    ascent = "ascent"  # variables += step_size * normalized gradient (book, keras.io)
-    adam = "adam"  # Adam at task.learning_rate (Lucid: 0.05)
 
 
 class GradientNormalization(str, Enum):
@@ -278,11 +262,57 @@ class GradientNormalization(str, Enum):
     l2 = "l2"  # grads / L2 norm, per image (keras.io)
 
 
-@dataclass
-class FiltersTransformsConfig:
-    """Random transforms at every step, in Lucid's order; 0 / null leaves a piece out.
-    Lucid's standard_transforms: pad 12, jitter 8, scale [0.9, 1.1], rotate 10, final_jitter 4."""
+# task=filters' pieces, one group each (conf/task/<group>/<option>.yaml), mirroring runner/featurevis/;
+# each instantiates the piece itself (``_target_``), its fields the piece's settings.
 
+
+@dataclass
+class ChannelObjectiveConfig:
+    """The filter's mean over the map, ``border`` positions left out at each side (keras.io: 2)."""
+
+    _target_: str = "runner.featurevis.objectives.Channel"
+    border: int = 0
+
+
+@dataclass
+class NeuronObjectiveConfig:
+    """The filter at the map's centre."""
+
+    _target_: str = "runner.featurevis.objectives.Neuron"
+
+
+@dataclass
+class LayerObjectiveConfig:
+    """DeepDream: the mean square of the whole layer."""
+
+    _target_: str = "runner.featurevis.objectives.Layer"
+
+
+@dataclass
+class PixelParamConfig:
+    """The ascent moves the pixels (book, keras.io), started as ``start``."""
+
+    _target_: str = "runner.featurevis.params.Pixels"
+    start: FiltersInit = FiltersInit.book
+
+
+@dataclass
+class FourierParamConfig:
+    """Lucid's 1/f-scaled spectrum through a sigmoid, colours decorrelated (ImageNet's) or not."""
+
+    _target_: str = "runner.featurevis.params.Fourier"
+    decorrelate: bool = True
+    sd: float = bounded(0.01, gt=0)  # the spectrum's starting standard deviation
+    decay_power: float = bounded(1.0, ge=0)  # 1: a 1/f amplitude spectrum
+
+
+@dataclass
+class TransformsConfig:
+    """Random transforms at every step, in Lucid's order; 0 / null leaves a piece out (task/transforms=none:
+    all out). Lucid's standard_transforms: pad 12, jitter 8, scale [0.9, 1.1], rotate 10, final_jitter 4.
+    tasks/filters.py checks the values against the image size."""
+
+    _target_: str = "runner.featurevis.transforms.Standard"
     pad: int = 0  # gray pixels added at each side
     jitter: int = 0  # random crop of up to this many pixels less - 1
     scale: Optional[list[float]] = None  # [low, high] zoom factor about the centre
@@ -291,9 +321,41 @@ class FiltersTransformsConfig:
 
 
 @dataclass
+class AscentStepConfig:
+    """``variables += step_size * normalized gradient`` (book: rms, 1; keras.io: l2, 1275 = its 10 in [-1, 1])."""
+
+    _target_: str = "runner.featurevis.steps.NormalizedAscent"
+    step_size: float = bounded(1.0, gt=0)  # input pixels ([0, 255]) per step
+    normalization: GradientNormalization = GradientNormalization.rms
+
+
+@dataclass
+class AdamStepConfig:
+    """Adam ascent (Lucid: 0.05)."""
+
+    _target_: str = "runner.featurevis.steps.Adam"
+    learning_rate: float = bounded(0.05, gt=0)
+    beta_1: float = bounded(0.9, ge=0, lt=1)
+    beta_2: float = bounded(0.999, ge=0, lt=1)
+    epsilon: float = bounded(1e-8, gt=0)
+
+
+@dataclass
+class RegularizersConfig:
+    """Penalties on the pixels (in [0, 1] units, means), subtracted with these weights; 0 leaves one out."""
+
+    _target_: str = "runner.featurevis.regularizers.penalty"
+    l1_weight: float = bounded(0.0, ge=0)  # mean |x - l1_center| (Lucid's L1)
+    l1_center: float = bounded(0.5, ge=0, le=1)
+    total_variation_weight: float = bounded(0.0, ge=0)  # mean |neighbour differences|
+    blur_weight: float = bounded(0.0, ge=0)  # Lucid's blur_input_each_step
+
+
+@dataclass
 class FiltersConfig:
-    """Feature visualization by an ascent in input space; the pieces are set by conf/task/recipe
-    (book: the book's 5.4.2, the default; keras_io; lucid)."""
+    """Feature visualization by an ascent in input space: the pieces are groups (task/objective, task/param,
+    task/transforms, task/step), set together by task/recipe (book: the book's 5.4.2, the default; keras_io;
+    lucid)."""
 
     _target_: str = "tasks.filters.run"
     _partial_: bool = True
@@ -302,18 +364,14 @@ class FiltersConfig:
     num_filters: int = 64
     image_size: int = 64
     steps: int = 40
-    objective: FiltersObjective = FiltersObjective.channel
+    objective: Any = MISSING  # task/objective: channel | neuron | layer
+    param: Any = MISSING  # task/param: pixel | fourier
+    transforms: Any = MISSING  # task/transforms: none | standard
+    step: Any = MISSING  # task/step: ascent | adam
+    regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
     preactivation: bool = False  # the layer's linear part (its conv without the ReLU, or an activation's input)
+    redirected_relu_steps: int = 0  # Lucid's redirected ReLU gradient for the first steps (16)
     diversity: float = 0.0  # weight of the diversity term (Olah 2017); 0: none
-    loss_border: int = 0  # keras.io: 2 (activations near the border excluded from the objective)
-    param: FiltersParam = FiltersParam.pixel
-    init: FiltersInit = FiltersInit.book  # task.param=pixel's start
-    decorrelate: bool = False  # task.param=fourier: Lucid's ImageNet colour decorrelation
-    optimizer: FiltersOptimizer = FiltersOptimizer.ascent
-    step_size: float = 1.0  # ascent: input pixels ([0, 255]) per step; keras.io: 1275 (its 10 in [-1, 1])
-    gradient_normalization: GradientNormalization = GradientNormalization.rms  # ascent
-    learning_rate: float = 0.05  # adam
-    transforms: FiltersTransformsConfig = field(default_factory=FiltersTransformsConfig)
     deprocess_std: Optional[float] = 0.1  # keras.io: 0.15; None: the pixels as they are
     deprocess_crop: int = 0  # keras.io: 25
     grid_columns: int = 8
@@ -444,6 +502,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "gradcam": GradcamConfig,
         "finetune": FinetuneConfig,
     },
+    "task/objective": {"channel": ChannelObjectiveConfig, "neuron": NeuronObjectiveConfig,
+                       "layer": LayerObjectiveConfig},
+    "task/param": {"pixel": PixelParamConfig, "fourier": FourierParamConfig},
+    "task/transforms": {"none": TransformsConfig, "standard": TransformsConfig},
+    "task/step": {"ascent": AscentStepConfig, "adam": AdamStepConfig},
     "tracking": {"local": TrackingConfig, "server": ServerTrackingConfig},
 }
 

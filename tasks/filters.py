@@ -1,6 +1,7 @@
 """Task `filters`: the pattern each filter responds to, by an ascent in input space (book 5.4.2; Olah et
 al., "Feature Visualization", Distill 2017). The engine and its pieces live in runner/featurevis; this
-module picks the pieces from the config, checks the input, and logs.
+module gets the pieces instantiated from their config groups (conf/task/objective, param, transforms,
+step; task.regularizers), checks the input, and logs.
 
 Every requested filter of a layer climbs at once: image i of one batch maximizes filter i's objective, so
 the summed objective gives each image the gradient of its own filter alone.
@@ -16,10 +17,8 @@ Deprocessing (``deprocess_std``) normalizes the pixel image by its own mean and 
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import mlflow
@@ -29,10 +28,9 @@ from runner import terminal
 from runner.errors import ConvlabError
 from runner.featurevis import objectives, params, quality, steps as step_rules, transforms as transform_pieces
 from runner.featurevis.engine import Recipe, climber
-from runner.featurevis.target import map_size, smallest_input_side, target_model
+from runner.featurevis.target import at_input_size, map_size, smallest_input_side, target_model
 from runner.mlflow_images import log_picture
 from runner.models.base import ModelSpec
-from runner.schema import FiltersInit, FiltersObjective, FiltersOptimizer, FiltersParam, GradientNormalization
 from runner.tracking import final_metrics, log_npz
 from runner.visual import build_model, tile
 
@@ -41,7 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_TRANSFORMS = {"pad": 0, "jitter": 0, "scale": None, "rotate": 0.0, "final_jitter": 0}
+#: what each piece group's instantiated value must be (a direct call may pass anything)
+PIECES = {"objective": (objectives.Channel, objectives.Neuron, objectives.Layer),
+          "param": (params.Pixels, params.Fourier), "transforms": (transform_pieces.Standard,),
+          "step": (step_rules.NormalizedAscent, step_rules.Adam)}
 
 
 def run(
@@ -53,18 +54,14 @@ def run(
     num_filters: int,
     image_size: int,
     steps: int,
-    objective: str = "channel",
+    objective=objectives.Channel(),
+    param=params.Pixels(),
+    transforms=transform_pieces.Standard(0, 0, None, 0.0, 0),
+    step=step_rules.NormalizedAscent(),
+    regularizers=None,
     preactivation: bool = False,
+    redirected_relu_steps: int = 0,
     diversity: float = 0.0,
-    loss_border: int = 0,
-    param: str = "pixel",
-    init: str = "book",
-    decorrelate: bool = False,
-    optimizer: str = "ascent",
-    step_size: float = 1.0,
-    gradient_normalization: str = "rms",
-    learning_rate: float = 0.05,
-    transforms: Mapping | None = None,
     deprocess_std: float | None = 0.1,
     deprocess_crop: int = 0,
     grid_columns: int = 8,
@@ -72,25 +69,20 @@ def run(
     quality_metrics: bool = True,
 ) -> dict[str, float]:
     """For each layer, climb every requested filter in one batch; log its grid, arrays, objectives and
-    quality metrics."""
+    quality metrics. The pieces come instantiated from their groups (conf/task/<piece>/); ``regularizers``
+    is ``runner.featurevis.regularizers.penalty``'s result (None: no penalty)."""
     indices = list(filters) if filters is not None else list(range(num_filters))
-    choice = _choices(objective=(FiltersObjective, objective), param=(FiltersParam, param), init=(FiltersInit, init),
-                      optimizer=(FiltersOptimizer, optimizer),
-                      gradient_normalization=(GradientNormalization, gradient_normalization))
-    shift = {**NO_TRANSFORMS, **dict(transforms or {})}
-    _check_config(layers, indices, steps, image_size, loss_border, deprocess_std, deprocess_crop, grid_columns,
-                  margin, diversity, choice["param"], decorrelate, shift)
-    recipe = Recipe(objective=_objective(choice["objective"], loss_border, diversity),
-                    param=_param(choice["param"], choice["init"], decorrelate),
-                    step_rule=_step_rule(choice["optimizer"], step_size, choice["gradient_normalization"],
-                                         learning_rate),
-                    steps=steps, transforms=_transforms(shift))
-    whole_layer = choice["objective"] is FiltersObjective.layer
+    _check_pieces(objective=objective, param=param, transforms=transforms, step=step)
+    _check_config(layers, indices, steps, image_size, objective.border, deprocess_std, deprocess_crop, grid_columns,
+                  margin, diversity, redirected_relu_steps, transforms)
+    main = objectives.weighted_sum([(1.0, objective), (diversity, objectives.Diversity())]) if diversity else objective
+    recipe = Recipe(objective=main, param=param, step_rule=step, steps=steps, transforms=transforms.or_none(),
+                    regularizer=regularizers, redirected_relu_steps=redirected_relu_steps)
     network = _model_at_size(model, dataset, image_size)
     channels = network.input_shape[-1]
     for layer in terminal.progress(layers, len(layers), "layer"):
-        target = target_model(network, layer, None if whole_layer else indices, preactivation)
-        _check_map(target, layer, image_size, loss_border, choice["objective"])
+        target = target_model(network, layer, indices if objective.per_filter else None, preactivation)
+        _check_map(target, layer, image_size, objective)
         start = recipe.param.initial(len(indices), image_size, channels)
         climb = climber(target, recipe)
         started = time.perf_counter()
@@ -98,54 +90,25 @@ def run(
         seconds = time.perf_counter() - started
         patterns = np.stack([deprocess(image, deprocess_std, deprocess_crop) for image in images])
         _log_layer(layer, indices, images, patterns, losses, grid_columns, margin, seconds / len(indices))
-        if quality_metrics and not whole_layer:
+        if quality_metrics and objective.per_filter:
             _log_quality(layer, target_model(network, layer, indices) if preactivation else target, images)
     return final_metrics()
-
-
-# ------------------------------------------------------------------------------------------- pieces
-
-
-def _choices(**named: tuple[type[enum.Enum], object]) -> dict[str, enum.Enum]:
-    """Each ``task.<name>`` as its Enum member (Hydra composes them; a direct call may pass strings)."""
-    chosen = {}
-    for name, (kind, value) in named.items():
-        try:
-            chosen[name] = kind(value.value if isinstance(value, enum.Enum) else value)
-        except ValueError:
-            raise ConvlabError(f"unknown task.{name}={value!r}",
-                               fix=f"use one of {', '.join(member.value for member in kind)}") from None
-    return chosen
-
-
-def _objective(kind: FiltersObjective, border: int, diversity: float):
-    main = {FiltersObjective.channel: lambda: objectives.channel(border), FiltersObjective.neuron: objectives.neuron,
-            FiltersObjective.layer: objectives.layer}[kind]()
-    return objectives.weighted_sum([(1.0, main), (diversity, objectives.diversity())]) if diversity else main
-
-
-def _param(kind: FiltersParam, init: FiltersInit, decorrelate: bool):
-    return params.Pixels(init.value) if kind is FiltersParam.pixel else params.Fourier(decorrelate=decorrelate)
-
-
-def _step_rule(kind: FiltersOptimizer, step_size: float, normalization: GradientNormalization, learning_rate: float):
-    if kind is FiltersOptimizer.adam:
-        return step_rules.Adam(learning_rate)
-    return step_rules.NormalizedAscent(step_size, normalization.value)
-
-
-def _transforms(shift: Mapping):
-    scale = tuple(shift["scale"]) if shift["scale"] is not None else None
-    chosen = transform_pieces.pieces(shift["pad"], shift["jitter"], scale, shift["rotate"], shift["final_jitter"])
-    return transform_pieces.compose(chosen) if chosen else None
 
 
 # ------------------------------------------------------------------------------------------- checks
 
 
+def _check_pieces(**pieces) -> None:
+    """Each piece is one of its group's (``task.objective=neuron`` sets a string, not the group)."""
+    for name, value in pieces.items():
+        if not isinstance(value, PIECES[name]):
+            raise ConvlabError(f"task.{name} is {value!r}, not a piece of the task/{name} group",
+                               fix=f"pick it by its group: task/{name}=<option> (conf/task/{name}/)")
+
+
 def _check_config(layers: list[str], filters: list[int], steps: int, image_size: int, loss_border: int,
                   deprocess_std: float | None, deprocess_crop: int, grid_columns: int, margin: int, diversity: float,
-                  param: FiltersParam, decorrelate: bool, shift: Mapping) -> None:
+                  redirected_relu_steps: int, shift: transform_pieces.Standard) -> None:
     if not layers:
         raise ConvlabError("task.layers is empty", fix="name at least one layer, e.g. task.layers=[block1_conv1]")
     if not filters:
@@ -153,9 +116,9 @@ def _check_config(layers: list[str], filters: list[int], steps: int, image_size:
     positive = {"steps": steps, "image_size": image_size, "grid_columns": grid_columns}
     if deprocess_std is not None:
         positive["deprocess_std"] = deprocess_std
-    not_negative = {"loss_border": loss_border, "deprocess_crop": deprocess_crop, "margin": margin,
-                    "diversity": diversity, **{f"transforms.{key}": shift[key] for key in ("pad", "jitter", "rotate",
-                                                                                             "final_jitter")}}
+    not_negative = {"objective.border": loss_border, "deprocess_crop": deprocess_crop, "margin": margin,
+                    "diversity": diversity, "redirected_relu_steps": redirected_relu_steps,
+                    **{f"transforms.{key}": getattr(shift, key) for key in ("pad", "jitter", "rotate", "final_jitter")}}
     for name, value in positive.items():
         if value <= 0:
             raise ConvlabError(f"task.{name}={value} must be positive")
@@ -168,42 +131,39 @@ def _check_config(layers: list[str], filters: list[int], steps: int, image_size:
     if diversity and len(filters) < 2:
         raise ConvlabError(f"task.diversity={diversity} compares the batch's images, and there is one filter",
                            fix="visualize at least 2 filters, or set task.diversity=0")
-    if decorrelate and param is not FiltersParam.fourier:
-        raise ConvlabError("task.decorrelate=true needs task.param=fourier",
-                           fix="set task.param=fourier, or task.decorrelate=false")
     _check_transforms(shift, image_size)
 
 
-def _check_transforms(shift: Mapping, image_size: int) -> None:
+def _check_transforms(shift: transform_pieces.Standard, image_size: int) -> None:
     """Each jitter must leave at least one pixel of the image it crops."""
-    side = image_size + 2 * shift["pad"]
+    side = image_size + 2 * shift.pad
     for name in ("jitter", "final_jitter"):
-        crop = max(shift[name] - 1, 0)
+        crop = max(getattr(shift, name) - 1, 0)
         if crop >= side:
-            raise ConvlabError(f"task.transforms.{name}={shift[name]} crops more than the {side}-px image it gets",
-                               fix=f"use task.transforms.{name} <= {side}, or a larger task.image_size")
+            raise ConvlabError(f"task.transforms.{name}={getattr(shift, name)} crops more than the {side}-px image "
+                               "it gets", fix=f"use task.transforms.{name} <= {side}, or a larger task.image_size")
         side -= crop
-    if shift["scale"] is not None and (len(shift["scale"]) != 2 or not 0 < shift["scale"][0] <= shift["scale"][1]):
-        raise ConvlabError(f"task.transforms.scale={list(shift['scale'])} is not a range [low, high] of factors > 0",
+    if shift.scale is not None and (len(shift.scale) != 2 or not 0 < shift.scale[0] <= shift.scale[1]):
+        raise ConvlabError(f"task.transforms.scale={list(shift.scale)} is not a range [low, high] of factors > 0",
                            fix="use e.g. task.transforms.scale=[0.9,1.1], or null for no scaling")
 
 
-def _check_map(target: "keras.Model", layer: str, image_size: int, loss_border: int,
-               objective: FiltersObjective) -> None:
+def _check_map(target: "keras.Model", layer: str, image_size: int, objective) -> None:
     """The layer's map at ``image_size`` must have a position left after the border (a neuron objective:
     a centre that is not the whole map); else name the smallest image size that works."""
-    needed = max(2 * loss_border + 1, 2 if objective is FiltersObjective.neuron else 1)
+    border = objective.border
+    needed = max(2 * border + 1, objective.needs_map)
     size = map_size(target, image_size)
     if size is not None and min(size) >= needed:
         return
     smallest = smallest_input_side(target, needed, image_size)
     what = "no map at all" if size is None else f"a {size[0]}x{size[1]} map"
-    reason = {FiltersObjective.neuron: " (a neuron objective needs a map of 2x2 or more)"}.get(objective, "")
-    if loss_border:
-        reason += f" (task.loss_border={loss_border} leaves out {loss_border} positions at each side)"
+    reason = " (a neuron objective needs a map of 2x2 or more)" if isinstance(objective, objectives.Neuron) else ""
+    if border:
+        reason += f" (task.objective.border={border} leaves out {border} positions at each side)"
     fix = f"use task.image_size>={smallest}" if smallest else "pick an earlier layer"
-    if loss_border:
-        fix += ", or a smaller task.loss_border"
+    if border:
+        fix += ", or a smaller task.objective.border"
     raise ConvlabError(f"layer {layer!r} has {what} at task.image_size={image_size}{reason}", fix=fix)
 
 
@@ -212,7 +172,9 @@ def _check_map(target: "keras.Model", layer: str, image_size: int, loss_border: 
 
 def _model_at_size(spec: ModelSpec, dataset, image_size: int) -> "keras.Model":
     """The spec's model taking ``image_size`` squares: as built when its input size is free or matches,
-    else rebuilt at that size where the spec allows it (vgg16 with include_top=false)."""
+    else rebuilt at that size where the spec allows it (vgg16 with include_top=false), else its graph
+    replayed on an ``image_size`` input with its weights (``at_input_size``: any model whose weights do
+    not depend on the size, e.g. the offline MobileNetV2 fixed at 224)."""
     network = build_model(spec, dataset)
     height, width, channels = network.input_shape[1:]
     if height in (None, image_size) and width in (None, image_size):
@@ -220,11 +182,17 @@ def _model_at_size(spec: ModelSpec, dataset, image_size: int) -> "keras.Model":
     try:
         return spec.build((image_size, image_size, channels))
     except ConvlabError as error:
-        raise ConvlabError(
-            f"{spec.name} takes {height}x{width} inputs, not task.image_size={image_size} "
-            f"({str(error).splitlines()[0]})",
-            fix=f"set task.image_size={height}, or use a fully convolutional model",
-        ) from None
+        reason = str(error).splitlines()[0]
+    try:
+        resized = at_input_size(network, image_size)
+    except ValueError as error:
+        reason += f"; its weights do not fit another size ({str(error).splitlines()[0][:120]})"
+    else:
+        log.info("%s takes %dx%d inputs: its graph replayed at %d px with its weights", spec.name, height, width,
+                 image_size)
+        return resized
+    raise ConvlabError(f"{spec.name} takes {height}x{width} inputs, not task.image_size={image_size} ({reason})",
+                       fix=f"set task.image_size={height}, or use a fully convolutional model")
 
 
 # -------------------------------------------------------------------------------------------- output

@@ -25,12 +25,12 @@ from runner.models.vgg16_hed import VGG16Hed
 from tasks import filters
 from tests.conftest import all_runs
 
-TASK_DEFAULTS = dict(layers=["conv"], filters=None, num_filters=3, image_size=8, steps=4, step_size=1.0,
-                     gradient_normalization="rms", init="book", loss_border=0, deprocess_std=0.1,
-                     deprocess_crop=0, grid_columns=8, margin=5)
-LUCID = dict(objective="channel", preactivation=True, param="fourier", decorrelate=True, optimizer="adam",
-             learning_rate=0.05, transforms=dict(pad=2, jitter=2, scale=[0.9, 1.1], rotate=10.0, final_jitter=2),
-             deprocess_std=None)
+TASK_DEFAULTS = dict(layers=["conv"], filters=None, num_filters=3, image_size=8, steps=4,
+                     objective=objectives.Channel(), param=params.Pixels("book"),
+                     transforms=transforms.Standard(0, 0, None, 0.0, 0), step=steps.NormalizedAscent(1.0, "rms"),
+                     deprocess_std=0.1, deprocess_crop=0, grid_columns=8, margin=5)
+LUCID = dict(objective=objectives.Channel(), preactivation=True, param=params.Fourier(decorrelate=True),
+             step=steps.Adam(0.05), transforms=transforms.Standard(2, 2, (0.9, 1.1), 10.0, 2), deprocess_std=None)
 BOOK_RECIPE = dict(param=params.Pixels("book"), step_rule=steps.NormalizedAscent(1.0, "rms"))
 
 
@@ -72,7 +72,7 @@ def hed() -> keras.Model:
 
 def climb(network, layer: str, indices: list[int], start: np.ndarray, steps_: int, **recipe):
     target = target_model(network, layer, indices)
-    ascent = climber(target, Recipe(objective=objectives.channel(), steps=steps_, **{**BOOK_RECIPE, **recipe}))
+    ascent = climber(target, Recipe(objective=objectives.Channel(), steps=steps_, **{**BOOK_RECIPE, **recipe}))
     return tuple(tensor.numpy() for tensor in ascent(start, 0))
 
 
@@ -195,8 +195,8 @@ def test_transforms_are_the_identity_at_zero_and_change_the_size_as_lucids():
                      transforms.random_rotate(0.0)):
         np.testing.assert_allclose(identity(images, seed).numpy(), images.numpy(), atol=1e-3)
 
-    standard = transforms.standard()
-    assert standard(images, seed).shape == (2, 20 + transforms.size_change(12, 8, 4), 20 + 14, 3)
+    standard = transforms.Standard()
+    assert standard(images, seed).shape == (2, 20 + transforms.Standard().size_change(), 20 + 14, 3)
     padded = transforms.pad(3)(images, seed).numpy()
     assert padded.shape == (2, 26, 26, 3) and np.all(padded[:, :3] == 127.5)
 
@@ -232,15 +232,15 @@ def test_the_channel_neuron_layer_and_diversity_objectives_on_known_maps():
     activation[1, 1, 1, 1] = 11.0
     activation = tf.constant(activation)
 
-    np.testing.assert_allclose(objectives.channel()(activation), [4.0, 3.0])
-    np.testing.assert_allclose(objectives.channel(border=1)(activation), [4.0, 11.0])
-    np.testing.assert_allclose(objectives.neuron()(activation), [4.0, 11.0])
-    np.testing.assert_allclose(objectives.layer()(activation), [np.mean(np.arange(9) ** 2) / 2, (8 * 4 + 121) / 18])
+    np.testing.assert_allclose(objectives.Channel()(activation), [4.0, 3.0])
+    np.testing.assert_allclose(objectives.Channel(border=1)(activation), [4.0, 11.0])
+    np.testing.assert_allclose(objectives.Neuron()(activation), [4.0, 11.0])
+    np.testing.assert_allclose(objectives.Layer()(activation), [np.mean(np.arange(9) ** 2) / 2, (8 * 4 + 121) / 18])
     # image 0 only fires channel 0, image 1 only channel 1: orthogonal Gram matrices, diversity 0
-    np.testing.assert_allclose(objectives.diversity()(activation), [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(objectives.Diversity()(activation), [0.0, 0.0], atol=1e-6)
     same = tf.concat([activation[:1], activation[:1]], axis=0)
-    np.testing.assert_allclose(objectives.diversity()(same), [-1.0, -1.0], atol=1e-6)
-    both = objectives.weighted_sum([(1.0, objectives.channel()), (0.5, objectives.neuron())])(activation)
+    np.testing.assert_allclose(objectives.Diversity()(same), [-1.0, -1.0], atol=1e-6)
+    both = objectives.weighted_sum([(1.0, objectives.Channel()), (0.5, objectives.Neuron())])(activation)
     np.testing.assert_allclose(both, [6.0, 8.5])
 
 
@@ -275,8 +275,8 @@ def test_the_fourier_adam_ascent_reaches_a_linear_filters_known_optimum():
                                kernel_initializer=keras.initializers.Constant([[[[0.01], [-0.01], [0.005]]]]))
     target = target_model(keras.Model(inputs, conv(inputs)), "linear", [0])
     finals = []
-    for decorrelate, shift in ((False, None), (True, transforms.standard(2, 2, (0.9, 1.1), 10, 2))):
-        recipe = Recipe(objective=objectives.channel(), param=params.Fourier(decorrelate=decorrelate),
+    for decorrelate, shift in ((False, None), (True, transforms.Standard(2, 2, (0.9, 1.1), 10, 2))):
+        recipe = Recipe(objective=objectives.Channel(), param=params.Fourier(decorrelate=decorrelate),
                         step_rule=steps.Adam(0.05), steps=400, transforms=shift)
         np.random.seed(6)
         images, losses = (t.numpy() for t in climber(target, recipe)(params.Fourier().initial(1, 8, 3), 0))
@@ -290,8 +290,8 @@ def test_the_fourier_adam_ascent_reaches_a_linear_filters_known_optimum():
 
 def test_the_lucid_recipe_keeps_the_batch_items_independent():
     network = random_convnet()
-    recipe = Recipe(objective=objectives.channel(), param=params.Fourier(), step_rule=steps.Adam(0.05), steps=4,
-                    transforms=transforms.standard(2, 3, (0.9, 1.1), 10, 2))
+    recipe = Recipe(objective=objectives.Channel(), param=params.Fourier(), step_rule=steps.Adam(0.05), steps=4,
+                    transforms=transforms.Standard(2, 3, (0.9, 1.1), 10, 2))
     np.random.seed(7)
     start = params.Fourier().initial(3, 12, 3)
     batch, _ = climber(target_model(network, "conv_b", [3, 0, 2], preactivation=True), recipe)(start, 5)
@@ -412,18 +412,16 @@ def test_the_lucid_recipe_leaves_no_filter_dead(tracking):
     ({"layers": []}, "task.layers is empty"),
     ({"num_filters": 0}, "no filters to visualize"),
     ({"filters": []}, "no filters to visualize"),
-    ({"gradient_normalization": "l1"}, "unknown task.gradient_normalization='l1'"),
-    ({"init": "zeros"}, "unknown task.init='zeros'"),
-    ({"objective": "chanel"}, "unknown task.objective='chanel'"),
+    ({"objective": "neuron"}, "task.objective is 'neuron', not a piece of the task/objective group"),
     ({"steps": 0}, "task.steps=0 must be positive"),
     ({"margin": -1}, "task.margin=-1 must not be negative"),
     ({"deprocess_crop": 4}, "task.deprocess_crop=4 leaves nothing of a 8-px image"),
-    ({"loss_border": 3}, "layer 'conv' has a 6x6 map at task.image_size=8 (task.loss_border=3 leaves out 3"),
-    ({"layers": ["pool"], "objective": "neuron"}, "layer 'pool' has a 1x1 map at task.image_size=8 (a neuron"),
+    ({"objective": objectives.Channel(3)}, "layer 'conv' has a 6x6 map at task.image_size=8 (task.objective.border=3"),
+    ({"layers": ["pool"], "objective": objectives.Neuron()}, "layer 'pool' has a 1x1 map at task.image_size=8 (a neuron"),
     ({"layers": ["pool"], "preactivation": True}, "layer 'pool' (MaxPooling2D) has no linear part"),
-    ({"decorrelate": True}, "task.decorrelate=true needs task.param=fourier"),
     ({"filters": [0], "diversity": 0.5}, "task.diversity=0.5 compares the batch's images, and there is one filter"),
-    ({"transforms": {"pad": 1, "jitter": 12}}, "task.transforms.jitter=12 crops more than the 10-px image it gets"),
+    ({"transforms": transforms.Standard(1, 12, None, 0.0, 0)}, "task.transforms.jitter=12 crops more than the 10-px"),
+    ({"redirected_relu_steps": -1}, "task.redirected_relu_steps=-1 must not be negative"),
 ])
 def test_bad_input_is_refused_with_its_reason(overrides, message):
     with pytest.raises(ConvlabError) as error:

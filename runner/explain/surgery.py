@@ -120,14 +120,21 @@ def _without_activation(layer):
 
 def guided_clone(model: keras.Model) -> keras.Model:
     """A copy of ``model`` whose ReLUs are guided; every other layer is ``model``'s own (weights shared)."""
+    return clone_with_relus(model, GuidedActivation)
+
+
+def clone_with_relus(model: keras.Model, wrap) -> keras.Model:
+    """A copy of ``model`` whose ReLUs are ``wrap(activation, name)`` (a layer computing ``activation``
+    with another gradient): ReLU layers, and the ReLUs folded into other layers (split off); nested
+    models too. Every other layer is ``model``'s own (weights shared)."""
     def clone(layer):
         if isinstance(layer, keras.Model):
-            return guided_clone(layer)
+            return clone_with_relus(layer, wrap)
         if _is_relu_layer(layer):
-            return GuidedActivation(layer, layer.name)
+            return wrap(layer, layer.name)
         if _has_folded_relu(layer):
             linear, relu = _without_activation(layer), layer.activation
-            return _Sequenced(linear, GuidedActivation(relu, f"{layer.name}_relu"), layer.name)
+            return _Sequenced(linear, wrap(relu, f"{layer.name}_relu"), layer.name)
         return layer
 
     return keras.models.clone_model(model, clone_function=clone)

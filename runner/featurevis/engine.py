@@ -12,13 +12,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One way of visualizing: objective x parameterization x transforms x step rule, for ``steps``."""
+    """One way of visualizing: objective x parameterization x transforms x step rule, for ``steps``;
+    optionally regularizers on the pixels and Lucid's redirected ReLU gradient for the first steps."""
 
     objective: Callable  # activation -> [batch]  (objectives)
     param: Any  # initial / image  (params)
     step_rule: Any  # initial_state / update  (steps)
     steps: int
     transforms: Callable | None = None  # (images, seed) -> images  (transforms)
+    regularizer: Callable | None = None  # pixels -> [batch], subtracted from the objective  (regularizers)
+    redirected_relu_steps: int = 0  # the first steps climb through redirected ReLUs  (redirect)
 
 
 def climber(target: "keras.Model", recipe: Recipe) -> Callable:
@@ -26,37 +29,52 @@ def climber(target: "keras.Model", recipe: Recipe) -> Callable:
 
     At each step the parameterization's pixels go through the transforms (drawn from ``seed`` and the
     step), are resized to ``target``'s input size where it has a fixed one and the transforms changed it
-    (lucent's ``fixed_image_size``), and the summed objective's gradient moves the variables by the step
-    rule. ``objectives[i, s]`` is image i's objective before step s (what the book records); ``images``
-    are the final variables' pixels, untransformed.
+    (lucent's ``fixed_image_size``), and the gradient of the summed objective minus the regularizer's
+    penalty (on the untransformed pixels) moves the variables by the step rule. The first
+    ``redirected_relu_steps`` steps run through a copy of ``target`` with redirected ReLU gradients
+    (``redirect``), the rest through ``target``. ``objectives[i, s]`` is image i's objective (without the
+    penalty) before step s (what the book records); ``images`` are the final variables' pixels,
+    untransformed.
     """
     import tensorflow as tf
 
     fixed_size = tuple(target.input_shape[1:3])
-    param, rule, transforms = recipe.param, recipe.step_rule, recipe.transforms
+    param, rule, transforms, regularizer = recipe.param, recipe.step_rule, recipe.transforms, recipe.regularizer
+    redirected_steps = min(recipe.redirected_relu_steps, recipe.steps)
+    if redirected_steps:
+        from runner.featurevis.redirect import redirected_clone
 
-    def objective_of(variables, seed):
-        images = param.image(variables)
-        if transforms is not None:
-            images = transforms(images, seed)
+        redirected = redirected_clone(target)
+
+    def objective_of(model, variables, seed):
+        pixels = param.image(variables)
+        images = transforms(pixels, seed) if transforms is not None else pixels
         if None not in fixed_size and tuple(images.shape[1:3]) != fixed_size:
             images = tf.image.resize(images, fixed_size)
-        return recipe.objective(target(images, training=False))
+        objective = recipe.objective(model(images, training=False))
+        return objective, (objective if regularizer is None else objective - regularizer(pixels))
+
+    def ascend(model, first, last, variables, state, objectives, seed):
+        for step in tf.range(first, last):
+            # only the variables are watched: no weight gradients are computed
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(variables)
+                objective, total = objective_of(model, variables, tf.stack([seed, step]))
+                total = tf.reduce_sum(total)
+            grads = tape.gradient(total, variables)
+            variables, state = rule.update(variables, grads, state, step)
+            objectives = objectives.write(step, objective)
+        return variables, state, objectives
 
     @tf.function
     def climb(variables, seed):
         seed = tf.cast(seed, tf.int32)
         objectives = tf.TensorArray(tf.float32, size=recipe.steps)
         state = rule.initial_state(variables)
-        for step in tf.range(recipe.steps):
-            # only the variables are watched: no weight gradients are computed
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(variables)
-                objective = objective_of(variables, tf.stack([seed, step]))
-                total = tf.reduce_sum(objective)
-            grads = tape.gradient(total, variables)
-            variables, state = rule.update(variables, grads, state, step)
-            objectives = objectives.write(step, objective)
+        if redirected_steps:
+            variables, state, objectives = ascend(redirected, 0, redirected_steps, variables, state, objectives, seed)
+        variables, state, objectives = ascend(target, redirected_steps, recipe.steps, variables, state, objectives,
+                                              seed)
         return param.image(variables), tf.transpose(objectives.stack())
 
     return climb

@@ -76,7 +76,9 @@ def _conv_with_channels(conv, channels: list[int], drop_activation: bool):
 
     if type(conv) is not keras.layers.Conv2D or conv.groups != 1 or conv.data_format != "channels_last":
         return None
-    config = {**conv.get_config(), "filters": len(channels)}
+    # the weights are set below; an initializer holding the full kernel (Constant) would give its shape
+    config = {**conv.get_config(), "filters": len(channels), "kernel_initializer": "zeros",
+              "bias_initializer": "zeros"}
     if drop_activation:
         config["activation"] = "linear"
     sliced = keras.layers.Conv2D.from_config(config)
@@ -84,6 +86,16 @@ def _conv_with_channels(conv, channels: list[int], drop_activation: bool):
     kernel, *bias = conv.get_weights()
     sliced.set_weights([kernel[..., channels], *(b[channels] for b in bias)])
     return sliced
+
+
+def at_input_size(network: "keras.Model", side: int) -> "keras.Model":
+    """``network``'s layers rebuilt on a ``side``-px square input, with its weights (a ValueError where a
+    weight's shape depends on the input size, e.g. a Dense after a Flatten)."""
+    import keras
+
+    clone = keras.models.clone_model(network, input_tensors=keras.Input((side, side, network.input_shape[-1])))
+    clone.set_weights(network.get_weights())
+    return clone
 
 
 def map_size(model: "keras.Model", side: int) -> tuple[int, int] | None:

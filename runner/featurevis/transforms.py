@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 Transform = Callable  # (images [b, h, w, c], seed [2]) -> images
 
@@ -90,29 +91,39 @@ def compose(transforms: Sequence[Transform]) -> Transform:
     return transform
 
 
-def standard(pad_pixels: int = 12, jitter_pixels: int = 8, scale: tuple[float, float] | None = (0.9, 1.1),
-             rotate_degrees: float = 10, final_jitter_pixels: int = 4) -> Transform:
-    """Lucid's ``standard_transforms`` order, each piece left out at 0 (``scale=None``)."""
-    return compose(pieces(pad_pixels, jitter_pixels, scale, rotate_degrees, final_jitter_pixels))
+@dataclass(frozen=True)
+class Standard:
+    """Lucid's ``standard_transforms`` in its order (pad, jitter, scale, rotate, final jitter), each piece
+    left out at 0 (``scale=None``); the defaults are Lucid's. Called as a transform; with every piece out,
+    ``engine.Recipe`` gets ``None`` (``or_none``), so the pixels go to the model untouched."""
 
+    pad: int = 12
+    jitter: int = 8
+    scale: Sequence[float] | None = (0.9, 1.1)
+    rotate: float = 10.0
+    final_jitter: int = 4
 
-def pieces(pad_pixels: int, jitter_pixels: int, scale: tuple[float, float] | None, rotate_degrees: float,
-           final_jitter_pixels: int) -> list[Transform]:
-    """The pieces of ``standard`` that are switched on, in its order."""
-    chosen = []
-    if pad_pixels:
-        chosen.append(pad(pad_pixels))
-    if jitter_pixels > 1:
-        chosen.append(jitter(jitter_pixels))
-    if scale is not None and tuple(scale) != (1.0, 1.0):
-        chosen.append(random_scale(*scale))
-    if rotate_degrees:
-        chosen.append(random_rotate(rotate_degrees))
-    if final_jitter_pixels > 1:
-        chosen.append(jitter(final_jitter_pixels))
-    return chosen
+    def pieces(self) -> list[Transform]:
+        """The pieces that are switched on, in order."""
+        chosen = []
+        if self.pad:
+            chosen.append(pad(self.pad))
+        if self.jitter > 1:
+            chosen.append(jitter(self.jitter))
+        if self.scale is not None and tuple(self.scale) != (1.0, 1.0):
+            chosen.append(random_scale(*self.scale))
+        if self.rotate:
+            chosen.append(random_rotate(self.rotate))
+        if self.final_jitter > 1:
+            chosen.append(jitter(self.final_jitter))
+        return chosen
 
+    def __call__(self, images, seed):
+        return compose(self.pieces())(images, seed)
 
-def size_change(pad_pixels: int, jitter_pixels: int, final_jitter_pixels: int) -> int:
-    """How many pixels ``standard`` adds to each side length (pad twice, each jitter crops pixels - 1)."""
-    return 2 * pad_pixels - max(jitter_pixels - 1, 0) - max(final_jitter_pixels - 1, 0)
+    def or_none(self) -> "Standard | None":
+        return self if self.pieces() else None
+
+    def size_change(self) -> int:
+        """How many pixels the transforms add to each side length (pad twice, each jitter crops pixels - 1)."""
+        return 2 * self.pad - max(self.jitter - 1, 0) - max(self.final_jitter - 1, 0)
