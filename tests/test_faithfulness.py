@@ -1,0 +1,97 @@
+"""runner.faithfulness: the metrics on models whose answer is known, and properties they must have."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runner.errors import ConvlabError
+from runner.faithfulness import (ClassProbability, Substrate, auc, blurred, evaluate, per_step_curve, pixel_ranks,
+                                 step_counts, substrate)
+from tests.test_explain import quadrant_images
+from tests.test_gradcam import quadrant_model
+
+
+@pytest.fixture(scope="module")
+def quadrants():
+    return quadrant_model()
+
+
+def quadrant_map(quadrant: int, value_inside: float, value_outside: float, size: int = 32) -> np.ndarray:
+    saliency = np.full((size, size), value_outside, np.float32)
+    row, col = divmod(quadrant, 2)
+    half = size // 2
+    saliency[row * half:(row + 1) * half, col * half:(col + 1) * half] = value_inside
+    return saliency
+
+
+def constant_model(probabilities: list[float]):
+    """A classifier whose output is ``probabilities`` whatever the image."""
+    import keras
+    from keras import initializers, layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.GlobalAveragePooling2D()(inputs)
+    outputs = layers.Dense(len(probabilities), activation="softmax", kernel_initializer="zeros",
+                           bias_initializer=initializers.Constant(np.log(probabilities)))(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_a_map_ranking_the_class_quadrant_first_deletes_faster_and_inserts_faster(quadrants):
+    images = quadrant_images()[:1].repeat(2, axis=0)  # class 0 lives in the top-left quadrant
+    maps = np.stack([quadrant_map(0, 1.0, 0.0), quadrant_map(0, 0.0, 1.0)])  # first, last
+    scores = evaluate(quadrants, images, maps, targets=0, steps=16)
+    assert scores.deletion_auc[0] < scores.deletion_auc[1] - 0.1
+    assert scores.insertion_auc[0] > scores.insertion_auc[1] + 0.1
+    # both curves start at the photo's (deletion) or the blurred photo's (insertion) probability
+    assert scores.deletion_curves[0, 0] == pytest.approx(scores.deletion_curves[1, 0])
+    assert scores.insertion_curves[:, -1] == pytest.approx(scores.deletion_curves[:, 0], abs=1e-6)
+
+
+def test_a_constant_probability_gives_that_probability_as_every_auc():
+    model = constant_model([0.2, 0.7, 0.1])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    maps = np.random.default_rng(1).uniform(size=(2, 4, 4))
+    scores = evaluate(model, images, maps, targets=[1, 1], steps=7, substrate="mean")
+    np.testing.assert_allclose(scores.deletion_auc, 0.7, atol=1e-5)
+    np.testing.assert_allclose(scores.insertion_auc, 0.7, atol=1e-5)
+    np.testing.assert_allclose(scores.average_drop, 0.0, atol=1e-5)
+    assert auc(np.full(11, 0.3), np.linspace(0, 1, 11)) == pytest.approx(0.3)
+
+
+def test_batched_curve_equals_the_per_step_loop(quadrants):
+    image = quadrant_images()[3]
+    ranks = pixel_ranks(np.random.default_rng(2).uniform(size=(32, 32)))
+    counts = step_counts(32 * 32, 12)
+    for start, end in [(image, substrate(image, Substrate.zero)), (blurred(image), image)]:
+        batched = ClassProbability(quadrants, batch_size=5).progressive(start, end, ranks, counts, 3)
+        np.testing.assert_allclose(batched, per_step_curve(quadrants, start, end, ranks, counts, 3), atol=1e-5)
+
+
+def test_average_drop_and_increase_of_the_full_and_the_empty_map(quadrants):
+    images = quadrant_images()
+    full, empty = np.ones((4, 32, 32)), np.zeros((4, 32, 32))
+    kept = evaluate(quadrants, images, full, targets=[0, 1, 2, 3], steps=4)
+    assert kept.average_drop == pytest.approx(0.0, abs=1e-6) and not kept.average_increase.any()
+    gone = evaluate(quadrants, images, empty, targets=[0, 1, 2, 3], steps=4)
+    original = ClassProbability(quadrants)(images, np.arange(4))  # a black image: each class 1/4
+    np.testing.assert_allclose(gone.average_drop, (original - 0.25) / original, atol=1e-5)
+
+
+def test_ranks_steps_and_substrates():
+    assert pixel_ranks(np.array([[0.1, 0.9], [0.5, 0.5]])).tolist() == [[3, 0], [1, 2]]
+    assert step_counts(10, 4).tolist() == [0, 2, 5, 8, 10]
+    image = np.stack([np.full((4, 4), v, np.float32) for v in (10, 20, 30)], axis=-1)
+    assert substrate(image, "mean")[0, 0].tolist() == [10, 20, 30] and not substrate(image, "zero").any()
+    flat = np.full((16, 16, 3), 100.0, np.float32)
+    assert blurred(flat)[8, 8] == pytest.approx([100, 100, 100]) and blurred(flat)[0, 0, 0] < 100  # zero padding
+
+
+@pytest.mark.parametrize(("settings", "message", "fix"), [
+    ({"steps": 2000}, "task.faithfulness.steps=2000 is more than the 1024 pixels", "steps<=1024"),
+    ({"steps": 8, "substrate": "noise"}, "unknown substrate 'noise'", "zero, mean"),
+])
+def test_bad_input_names_the_fix(settings, message, fix, quadrants):
+    with pytest.raises(ConvlabError) as error:
+        evaluate(quadrants, quadrant_images()[:1], np.ones((1, 4, 4)), targets=0, **settings)
+    assert message in str(error.value) and fix in error.value.fix
