@@ -4,13 +4,16 @@
 with the book's artifact names). Per image: the overlay on the photo (on the crop box the model saw), the
 map's picture (input-space methods: gray magnitude and the signed map in a diverging colormap) and
 ``explain/<image>.npz`` (raw map, normalized map, class, probabilities, crop box). Tags: method, layer,
-score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics. Returns the
-metrics as a dict.
+score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics; with
+``task.faithfulness.enabled`` (default) the maps' ``faithfulness/*`` means (runner.faithfulness,
+docs/faithfulness.md), ``faithfulness_seconds`` per image, ``explain/faithfulness.json`` (per image, with
+the curves) and ``explain/faithfulness_curves.png``. Returns the metrics as a dict.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mlflow
@@ -20,6 +23,7 @@ from runner.errors import ConvlabError
 from runner.explain import Explainer
 from runner.explain.base import Method
 from runner.explain.targets import Score, class_count, top_classes
+from runner.faithfulness.schema import FaithfulnessConfig
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
 from runner.visual import (VisualInput, box_list, build_model, class_names, diverging_picture, load_inputs,
@@ -42,10 +46,13 @@ class Layout:
 
 
 def run(*, model: ModelSpec, dataset, method: Method, layer: str | None, class_index: int | None,
-        score: Score | str, alpha: float, top: int, images: int, split: str) -> dict[str, float]:
+        score: Score | str, alpha: float, top: int, images: int, split: str,
+        faithfulness: FaithfulnessConfig | Mapping | None = None) -> dict[str, float]:
     check_options(method, layer, alpha, top)
+    settings = (faithfulness if isinstance(faithfulness, FaithfulnessConfig) or faithfulness is None
+                else FaithfulnessConfig(**faithfulness))  # None (a caller's choice): not measured
     return explain_photos(model, dataset, method, layer=layer, class_index=class_index, score=score, alpha=alpha,
-                          top=top, images=images, split=split, layout=Layout())
+                          top=top, images=images, split=split, layout=Layout(), faithfulness=settings)
 
 
 def check_options(method: Method, layer: str | None, alpha: float, top: int) -> None:
@@ -63,7 +70,7 @@ def check_options(method: Method, layer: str | None, alpha: float, top: int) -> 
 
 def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | None, class_index: int | None,
                    score: Score | str, alpha: float, top: int, images: int, split: str,
-                   layout: Layout) -> dict[str, float]:
+                   layout: Layout, faithfulness: FaithfulnessConfig | None = None) -> dict[str, float]:
     network = build_model(spec, dataset)
     explainer = Explainer(network, method, layer, score)
     names = class_names(spec, dataset, class_count(network.output_shape[-1]))
@@ -95,6 +102,31 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
     metrics = {"explain_seconds": seconds, "top1_prob": float(np.mean([p["top"][0]["probability"]
                                                                        for p in predictions]))}
     metrics.update({f"{prefix}/{key}": float(np.mean(value)) for key, value in batch.diagnostics.items()})
+    if faithfulness is not None and faithfulness.enabled:
+        metrics.update(_measure_faithfulness(network, inputs, batch, faithfulness, f"{method.name}", layout))
+    return metrics
+
+
+def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: FaithfulnessConfig,
+                          title: str, layout: Layout) -> dict[str, float]:
+    """runner.faithfulness on the run's maps: mean metrics, per-image values and the curves."""
+    from runner.faithfulness import evaluate
+    from runner.faithfulness.figures import curves_figure
+
+    names = [item.name for item in inputs]
+    scores = evaluate(network, np.stack([item.model_input for item in inputs]), batch.maps, batch.targets,
+                      steps=settings.steps, substrate=settings.substrate, batch_size=settings.batch_size)
+    metrics = {f"faithfulness/{key}": value for key, value in scores.means().items()}
+    metrics["faithfulness_seconds"] = scores.seconds / len(inputs)
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict({"steps": settings.steps, "substrate": str(settings.substrate), "fractions":
+                     scores.fractions.round(6).tolist(), "images": scores.per_image(names)},
+                    f"{layout.folder}/faithfulness.json")
+    figure = curves_figure(scores, names, f"{title}: deletion ({settings.substrate}) and insertion (blur)")
+    mlflow.log_figure(figure, f"{layout.folder}/faithfulness_curves.png")
+    print(f"[convlab] faithfulness: deletion AUC {metrics['faithfulness/deletion_auc']:.3f}, insertion AUC "
+          f"{metrics['faithfulness/insertion_auc']:.3f}, average drop {metrics['faithfulness/average_drop']:.3f}, "
+          f"increase {metrics['faithfulness/average_increase']:.3f} ({scores.seconds:.1f} s)")
     return metrics
 
 

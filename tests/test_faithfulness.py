@@ -95,3 +95,46 @@ def test_bad_input_names_the_fix(settings, message, fix, quadrants):
     with pytest.raises(ConvlabError) as error:
         evaluate(quadrants, quadrant_images()[:1], np.ones((1, 4, 4)), targets=0, **settings)
     assert message in str(error.value) and fix in error.value.fix
+
+
+# ------------------------------------------------------------------------------------- the task
+
+
+def test_explain_task_logs_faithfulness_means_per_image_json_and_curves(tracking):
+    import mlflow
+
+    from runner.explain import method
+    from runner.faithfulness.schema import FaithfulnessConfig
+    from tasks import explain as explain_task
+    from tests.test_gradcam import OnePhoto, Prebuilt
+
+    spec = Prebuilt(quadrant_model(), ["tl", "tr", "bl", "br"])
+    with mlflow.start_run() as active:
+        metrics = explain_task.run(model=spec, dataset=OnePhoto("q", quadrant_images()[1].astype(np.uint8)),
+                                   method=method("gradcam"), layer=None, class_index=None, score="probability",
+                                   alpha=0.4, top=2, images=1, split="test",
+                                   faithfulness=FaithfulnessConfig(steps=8, substrate="mean"))
+    run = mlflow.get_run(active.info.run_id)
+    names = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
+    assert all(run.data.metrics[f"faithfulness/{name}"] == pytest.approx(metrics[f"faithfulness/{name}"])
+               for name in names) and "faithfulness_seconds" in run.data.metrics
+    saved = mlflow.artifacts.load_dict(f"runs:/{active.info.run_id}/explain/faithfulness.json")
+    assert saved["substrate"] == "mean" and len(saved["fractions"]) == 9 and saved["images"][0]["image"] == "q"
+    assert saved["images"][0]["deletion_auc"] == pytest.approx(metrics["faithfulness/deletion_auc"])
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(active.info.run_id, "explain")}
+    assert "explain/faithfulness_curves.png" in artifacts
+
+
+def test_faithfulness_settings_are_checked_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+
+    from runner.validation import ConfigError, check_config
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["task=explain"])
+    assert cfg.task.faithfulness.enabled and cfg.task.faithfulness.steps == 112
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["task=explain", "task.faithfulness.substrate=noise"])
+    assert "expected one of [zero, mean]" in str(error.value.__cause__)
+    with pytest.raises(ConfigError, match="task.faithfulness.steps=0 must be >= 1"):
+        check_config(compose_config(["task=explain", "task.faithfulness.steps=0"]))
