@@ -47,12 +47,14 @@ class Layout:
 
 def run(*, model: ModelSpec, dataset, method: Method, layer: str | None, class_index: int | None,
         score: Score | str, alpha: float, top: int, images: int, split: str,
-        faithfulness: FaithfulnessConfig | Mapping | None = None) -> dict[str, float]:
+        faithfulness: FaithfulnessConfig | Mapping | None = None, sanity: bool = False,
+        sanity_blocks: int | None = None) -> dict[str, float]:
     check_options(method, layer, alpha, top)
     settings = (faithfulness if isinstance(faithfulness, FaithfulnessConfig) or faithfulness is None
                 else FaithfulnessConfig(**faithfulness))  # None (a caller's choice): not measured
     return explain_photos(model, dataset, method, layer=layer, class_index=class_index, score=score, alpha=alpha,
-                          top=top, images=images, split=split, layout=Layout(), faithfulness=settings)
+                          top=top, images=images, split=split, layout=Layout(), faithfulness=settings,
+                          sanity=sanity, sanity_blocks=sanity_blocks)
 
 
 def check_options(method: Method, layer: str | None, alpha: float, top: int) -> None:
@@ -70,7 +72,8 @@ def check_options(method: Method, layer: str | None, alpha: float, top: int) -> 
 
 def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | None, class_index: int | None,
                    score: Score | str, alpha: float, top: int, images: int, split: str,
-                   layout: Layout, faithfulness: FaithfulnessConfig | None = None) -> dict[str, float]:
+                   layout: Layout, faithfulness: FaithfulnessConfig | None = None, sanity: bool = False,
+                   sanity_blocks: int | None = None) -> dict[str, float]:
     network = build_model(spec, dataset)
     explainer = Explainer(network, method, layer, score)
     names = class_names(spec, dataset, class_count(network.output_shape[-1]))
@@ -104,7 +107,43 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
     metrics.update({f"{prefix}/{key}": float(np.mean(value)) for key, value in batch.diagnostics.items()})
     if faithfulness is not None and faithfulness.enabled:
         metrics.update(_measure_faithfulness(network, inputs, batch, faithfulness, f"{method.name}", layout))
+    if sanity:
+        metrics.update(_check_sanity(network, inputs, batch, method, explainer.layer, score, sanity_blocks, layout))
     return metrics
+
+
+def _check_sanity(network, inputs: list[VisualInput], batch, method: Method, layer: str | None, score,
+                  max_blocks: int | None, layout: Layout) -> dict[str, float]:
+    """runner.faithfulness.sanity: similarity curves (step = randomized depth), a picture strip per image."""
+    from runner.faithfulness.sanity import sanity_check
+
+    result = sanity_check(network, np.stack([item.model_input for item in inputs]), method, layer, score,
+                          batch.targets, max_blocks=max_blocks)
+    for depth in range(len(result.blocks)):
+        mlflow.log_metrics({"sanity/spearman": float(result.cascading_spearman[depth].mean()),
+                            "sanity/ssim": float(result.cascading_ssim[depth].mean()),
+                            "sanity/independent_spearman": float(result.independent_spearman[depth].mean()),
+                            "sanity/independent_ssim": float(result.independent_ssim[depth].mean())}, step=depth + 1)
+    for index, item in enumerate(inputs):
+        mlflow.log_image(_strip([result.original_maps[index], *result.cascading_maps[:, index]]),
+                         f"{layout.folder}/{item.name}_sanity.png")
+    mlflow.log_dict({"blocks": result.blocks, "cascading_spearman": result.cascading_spearman.round(4).tolist(),
+                     "cascading_ssim": result.cascading_ssim.round(4).tolist(),
+                     "independent_spearman": result.independent_spearman.round(4).tolist(),
+                     "independent_ssim": result.independent_ssim.round(4).tolist()}, f"{layout.folder}/sanity.json")
+    print(f"[convlab] sanity: Spearman with the original map after randomizing {len(result.blocks)} blocks "
+          f"top-down: " + ", ".join(f"{value:.2f}" for value in result.cascading_spearman.mean(axis=1)))
+    return {"sanity/spearman": float(result.cascading_spearman[-1].mean()),
+            "sanity/ssim": float(result.cascading_ssim[-1].mean())}
+
+
+def _strip(maps: list[np.ndarray], size: int = 112) -> np.ndarray:
+    """The original map, then the map after each randomized depth, side by side (JET)."""
+    import cv2
+
+    from runner.visual import jet
+
+    return np.hstack([jet(cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)) for m in maps])
 
 
 def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: FaithfulnessConfig,

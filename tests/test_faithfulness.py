@@ -100,7 +100,7 @@ def test_bad_input_names_the_fix(settings, message, fix, quadrants):
 # ------------------------------------------------------------------------------------- the task
 
 
-def test_explain_task_logs_faithfulness_means_per_image_json_and_curves(tracking):
+def test_explain_task_logs_faithfulness_and_sanity_metrics_json_and_pictures(tracking):
     import mlflow
 
     from runner.explain import method
@@ -113,7 +113,7 @@ def test_explain_task_logs_faithfulness_means_per_image_json_and_curves(tracking
         metrics = explain_task.run(model=spec, dataset=OnePhoto("q", quadrant_images()[1].astype(np.uint8)),
                                    method=method("gradcam"), layer=None, class_index=None, score="probability",
                                    alpha=0.4, top=2, images=1, split="test",
-                                   faithfulness=FaithfulnessConfig(steps=8, substrate="mean"))
+                                   faithfulness=FaithfulnessConfig(steps=8, substrate="mean"), sanity=True)
     run = mlflow.get_run(active.info.run_id)
     names = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
     assert all(run.data.metrics[f"faithfulness/{name}"] == pytest.approx(metrics[f"faithfulness/{name}"])
@@ -122,7 +122,9 @@ def test_explain_task_logs_faithfulness_means_per_image_json_and_curves(tracking
     assert saved["substrate"] == "mean" and len(saved["fractions"]) == 9 and saved["images"][0]["image"] == "q"
     assert saved["images"][0]["deletion_auc"] == pytest.approx(metrics["faithfulness/deletion_auc"])
     artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(active.info.run_id, "explain")}
-    assert "explain/faithfulness_curves.png" in artifacts
+    assert {"explain/faithfulness_curves.png", "explain/q_sanity.png", "explain/sanity.json"} <= artifacts
+    history = mlflow.MlflowClient().get_metric_history(active.info.run_id, "sanity/spearman")
+    assert [point.step for point in history] == [1, 2]  # the quadrant model's blocks: predictions, brightness
 
 
 def test_faithfulness_settings_are_checked_at_compose_time():
@@ -138,3 +140,45 @@ def test_faithfulness_settings_are_checked_at_compose_time():
     assert "expected one of [zero, mean]" in str(error.value.__cause__)
     with pytest.raises(ConfigError, match="task.faithfulness.steps=0 must be >= 1"):
         check_config(compose_config(["task=explain", "task.faithfulness.steps=0"]))
+
+
+# ------------------------------------------------------------------------------- sanity checks
+
+
+def test_spearman_and_ssim_of_a_map_with_itself_are_1_and_of_its_reverse_minus_1():
+    from runner.faithfulness.sanity import spearman, ssim
+
+    saliency = np.random.default_rng(4).uniform(size=(9, 9))
+    assert spearman(saliency, saliency) == pytest.approx(1.0) and ssim(saliency, saliency) == pytest.approx(1.0)
+    assert spearman(saliency, 1 - saliency) == pytest.approx(-1.0)
+
+
+def test_randomization_changes_the_clone_and_leaves_the_users_model_untouched():
+    from runner.faithfulness.sanity import clone, randomize, sanity_check, weighted_blocks
+    from tests.test_explain import relu_convnet
+
+    model = relu_convnet()
+    before = [w.copy() for w in model.get_weights()]
+    assert [name for name, _ in weighted_blocks(model)] == ["predictions", "conv_2", "conv_1"]
+    copy = clone(model)
+    randomize(weighted_blocks(copy)[0][1], np.random.default_rng(0))
+    changed = [not np.allclose(a, b) for a, b in zip(model.get_weights(), copy.get_weights())]
+    assert changed == [False, False, False, False, True, False]  # the Dense kernel (its zero bias stays zero)
+
+    images = np.random.default_rng(5).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    result = sanity_check(model, images, "gradcam", targets=[0, 1])
+    assert result.blocks == ["predictions", "conv_2", "conv_1"] and result.cascading_spearman.shape == (3, 2)
+    assert result.independent_ssim.shape == (3, 2) and result.cascading_maps.shape == (3, 2, 16, 16)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_sanity_on_a_model_without_weights_names_the_fix():
+    import keras
+
+    from runner.faithfulness.sanity import sanity_check
+
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Activation("softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    with pytest.raises(ConvlabError, match="has no layer weights to randomize") as error:
+        sanity_check(keras.Model(inputs, outputs), np.ones((1, 8, 8, 3), np.float32), "saliency")
+    assert "task.sanity=false" in error.value.fix

@@ -36,6 +36,8 @@ class ExplainConfig:
     images: int = bounded(4, ge=1)  # images taken from a dataset split (dataset=photos: every photo)
     split: str = "test"
     faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)  # docs/faithfulness.md
+    sanity: bool = False  # cascading + independent weight randomization (Adebayo et al. 2018)
+    sanity_blocks: Optional[int] = bounded(None, ge=1)  # the top blocks randomized; None: every block
 
 
 def method_schema(name: str) -> type:
