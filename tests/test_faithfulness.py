@@ -182,3 +182,48 @@ def test_sanity_on_a_model_without_weights_names_the_fix():
     with pytest.raises(ConvlabError, match="has no layer weights to randomize") as error:
         sanity_check(keras.Model(inputs, outputs), np.ones((1, 8, 8, 3), np.float32), "saliency")
     assert "task.sanity=false" in error.value.fix
+
+
+# ------------------------------------------------------------------------------ the leaderboard
+
+
+def test_bootstrap_interval_of_constant_values_is_that_value_and_covers_the_mean():
+    from runner.faithfulness.leaderboard import bootstrap_interval, leaderboard_rows
+
+    assert bootstrap_interval(np.full(5, 0.3)) == pytest.approx((0.3, 0.3))
+    values = np.random.default_rng(6).uniform(size=50)
+    low, high = bootstrap_interval(values)
+    assert low < values.mean() < high and high - low < 0.3
+    rows = leaderboard_rows({"m": [{"deletion_auc": 0.1, "insertion_auc": 0.9, "average_drop": 0.0,
+                                    "average_increase": 1.0}]})
+    assert [(row["metric"], row["mean"], row["better"]) for row in rows][:2] == [("deletion_auc", 0.1, "lower"),
+                                                                                ("insertion_auc", 0.9, "higher")]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_explain_benchmark_quick_logs_the_leaderboard_in_the_sweep_parent(run_cli, mlflow_client):
+    import mlflow
+
+    from tests.conftest import all_runs
+
+    run_cli("experiment=explain_benchmark", "quick=true")
+    runs = all_runs(mlflow_client)
+    parent = next(run for run in runs if run.data.tags.get("convlab.sweep") == "true")
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(child.data.tags["explain.method"] for child in children) == ["gradcam", "random"]
+    assert all(child.info.status == "FINISHED" and "faithfulness/insertion_auc" in child.data.metrics
+               for child in children)
+    assert {item.path for item in mlflow_client.list_artifacts(parent.info.run_id)} >= {
+        "leaderboard.json", "leaderboard.png", "leaderboard_maps.png"}
+    import pandas as pd
+
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    saved = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/leaderboard.json")  # log_table's format
+    table = pd.DataFrame(saved["data"], columns=saved["columns"])
+    assert "leaderboard.json" in mlflow_client.get_run(parent.info.run_id).data.tags["mlflow.loggedArtifacts"]
+    assert len(table) == 8 and set(table["method"]) == {"gradcam", "random"} and (table["images"] == 2).all()
+    gradcam = children[[c.data.tags["explain.method"] for c in children].index("gradcam")]
+    recorded = table[(table["method"] == "gradcam") & (table["metric"] == "insertion_auc")]["mean"].item()
+    assert recorded == pytest.approx(gradcam.data.metrics["faithfulness/insertion_auc"], abs=1e-6)
+    assert (table["ci_low"] <= table["mean"] + 1e-9).all() and (table["mean"] <= table["ci_high"] + 1e-9).all()
