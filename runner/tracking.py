@@ -677,6 +677,9 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _tell_story(self.sweep)
         failed = self._failed_children()
+        from runner.faithfulness.leaderboard import log_leaderboard
+
+        log_leaderboard(self.parent_id)  # a sweep over explain methods: their faithfulness leaderboard
         self._end("FAILED" if failed else "FINISHED", failed)
 
     def _failed_children(self) -> list[str]:

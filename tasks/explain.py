@@ -4,13 +4,16 @@
 with the book's artifact names). Per image: the overlay on the photo (on the crop box the model saw), the
 map's picture (input-space methods: gray magnitude and the signed map in a diverging colormap) and
 ``explain/<image>.npz`` (raw map, normalized map, class, probabilities, crop box). Tags: method, layer,
-score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics. Returns the
-metrics as a dict.
+score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics; with
+``task.faithfulness.enabled`` (default) the maps' ``faithfulness/*`` means (runner.faithfulness,
+docs/faithfulness.md), ``faithfulness_seconds`` per image, ``explain/faithfulness.json`` (per image, with
+the curves) and ``explain/faithfulness_curves.png``. Returns the metrics as a dict.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mlflow
@@ -20,6 +23,7 @@ from runner.errors import ConvlabError
 from runner.explain import Explainer
 from runner.explain.base import Method
 from runner.explain.targets import Score, class_count, top_classes
+from runner.faithfulness.schema import FaithfulnessConfig
 from runner.mlflow_images import log_picture
 from runner.models.base import ModelSpec
 from runner.tracking import log_npz
@@ -43,10 +47,15 @@ class Layout:
 
 
 def run(*, model: ModelSpec, dataset, method: Method, layer: str | None, class_index: int | None,
-        score: Score | str, alpha: float, top: int, images: int, split: str) -> dict[str, float]:
+        score: Score | str, alpha: float, top: int, images: int, split: str,
+        faithfulness: FaithfulnessConfig | Mapping | None = None, sanity: bool = False,
+        sanity_blocks: int | None = None) -> dict[str, float]:
     check_options(method, layer, alpha, top)
+    settings = (faithfulness if isinstance(faithfulness, FaithfulnessConfig) or faithfulness is None
+                else FaithfulnessConfig(**faithfulness))  # None (a caller's choice): not measured
     return explain_photos(model, dataset, method, layer=layer, class_index=class_index, score=score, alpha=alpha,
-                          top=top, images=images, split=split, layout=Layout())
+                          top=top, images=images, split=split, layout=Layout(), faithfulness=settings,
+                          sanity=sanity, sanity_blocks=sanity_blocks)
 
 
 def check_options(method: Method, layer: str | None, alpha: float, top: int) -> None:
@@ -64,7 +73,8 @@ def check_options(method: Method, layer: str | None, alpha: float, top: int) -> 
 
 def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | None, class_index: int | None,
                    score: Score | str, alpha: float, top: int, images: int, split: str,
-                   layout: Layout) -> dict[str, float]:
+                   layout: Layout, faithfulness: FaithfulnessConfig | None = None, sanity: bool = False,
+                   sanity_blocks: int | None = None) -> dict[str, float]:
     network = build_model(spec, dataset)
     explainer = Explainer(network, method, layer, score)
     names = class_names(spec, dataset, class_count(network.output_shape[-1]))
@@ -96,6 +106,67 @@ def explain_photos(spec: ModelSpec, dataset, method: Method, *, layer: str | Non
     metrics = {"explain_seconds": seconds, "top1_prob": float(np.mean([p["top"][0]["probability"]
                                                                        for p in predictions]))}
     metrics.update({f"{prefix}/{key}": float(np.mean(value)) for key, value in batch.diagnostics.items()})
+    if faithfulness is not None and faithfulness.enabled:
+        metrics.update(_measure_faithfulness(network, inputs, batch, faithfulness, f"{method.name}", layout))
+    if sanity:
+        metrics.update(_check_sanity(network, inputs, batch, method, explainer.layer, score, sanity_blocks, layout))
+    return metrics
+
+
+def _check_sanity(network, inputs: list[VisualInput], batch, method: Method, layer: str | None, score,
+                  max_blocks: int | None, layout: Layout) -> dict[str, float]:
+    """runner.faithfulness.sanity: similarity curves (step = randomized depth), a picture strip per image."""
+    from runner.faithfulness.sanity import sanity_check
+
+    result = sanity_check(network, np.stack([item.model_input for item in inputs]), method, layer, score,
+                          batch.targets, max_blocks=max_blocks)
+    for depth in range(len(result.blocks)):
+        mlflow.log_metrics({"sanity/spearman": float(result.cascading_spearman[depth].mean()),
+                            "sanity/ssim": float(result.cascading_ssim[depth].mean()),
+                            "sanity/independent_spearman": float(result.independent_spearman[depth].mean()),
+                            "sanity/independent_ssim": float(result.independent_ssim[depth].mean())}, step=depth + 1)
+    for index, item in enumerate(inputs):
+        mlflow.log_image(_strip([result.original_maps[index], *result.cascading_maps[:, index]]),
+                         f"{layout.folder}/{item.name}_sanity.png")
+    mlflow.log_dict({"blocks": result.blocks, "cascading_spearman": result.cascading_spearman.round(4).tolist(),
+                     "cascading_ssim": result.cascading_ssim.round(4).tolist(),
+                     "independent_spearman": result.independent_spearman.round(4).tolist(),
+                     "independent_ssim": result.independent_ssim.round(4).tolist()}, f"{layout.folder}/sanity.json")
+    print(f"[convlab] sanity: Spearman with the original map after randomizing {len(result.blocks)} blocks "
+          f"top-down: " + ", ".join(f"{value:.2f}" for value in result.cascading_spearman.mean(axis=1)))
+    return {"sanity/spearman": float(result.cascading_spearman[-1].mean()),
+            "sanity/ssim": float(result.cascading_ssim[-1].mean())}
+
+
+def _strip(maps: list[np.ndarray], size: int = 112) -> np.ndarray:
+    """The original map, then the map after each randomized depth, side by side (JET)."""
+    import cv2
+
+    from runner.visual import jet
+
+    return np.hstack([jet(cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)) for m in maps])
+
+
+def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: FaithfulnessConfig,
+                          title: str, layout: Layout) -> dict[str, float]:
+    """runner.faithfulness on the run's maps: mean metrics, per-image values and the curves."""
+    from runner.faithfulness import evaluate
+    from runner.faithfulness.figures import curves_figure
+
+    names = [item.name for item in inputs]
+    scores = evaluate(network, np.stack([item.model_input for item in inputs]), batch.maps, batch.targets,
+                      steps=settings.steps, substrate=settings.substrate, batch_size=settings.batch_size)
+    metrics = {f"faithfulness/{key}": value for key, value in scores.means().items()}
+    metrics["faithfulness_seconds"] = scores.seconds / len(inputs)
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict({"steps": settings.steps, "substrate": str(settings.substrate), "fractions":
+                     scores.fractions.round(6).tolist(), "images": scores.per_image(names)},
+                    f"{layout.folder}/faithfulness.json")
+    figure = curves_figure(scores, names, f"{title}: deletion ({settings.substrate}) and insertion (blur)")
+    mlflow.log_figure(figure, f"{layout.folder}/faithfulness_curves.png")
+    print(f"[convlab] faithfulness: deletion AUC {metrics['faithfulness/deletion_auc']:.3f}, insertion AUC "
+          f"{metrics['faithfulness/insertion_auc']:.3f}, average drop {metrics['faithfulness/average_drop']:.3f}, "
+          f"increase {metrics['faithfulness/average_increase']:.3f} ({scores.seconds:.1f} s)")
     return metrics
 
 

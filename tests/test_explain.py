@@ -288,13 +288,14 @@ def test_cli_explain_runs_a_method_on_mobilenet_and_names_bad_input(run_cli, mlf
     from tests.conftest import all_runs
 
     run_cli("task=explain", "task/method=smoothgrad", "task.method.samples=2", "model=mobilenet_v2",
-            "dataset=photos")
+            "dataset=photos", "task.faithfulness.steps=4")
     proc = run_cli("task=explain", "task/method=saliency", "task.layer=out_relu", "model=mobilenet_v2",
                    "dataset=photos", expect_ok=False)
 
     ok, failed = sorted(all_runs(mlflow_client), key=lambda run: run.info.status != "FINISHED")
     assert ok.info.status == "FINISHED" and ok.data.tags["explain.method"] == "smoothgrad"
     assert ok.data.tags["predicted_class"] == "Egyptian cat" and "explain_seconds" in ok.data.metrics
+    assert 0 <= ok.data.metrics["faithfulness/deletion_auc"] <= 1 and "faithfulness_seconds" in ok.data.metrics
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "saliency is an input-space method" in proc.stderr and "leave task.layer=null" in proc.stderr
     assert failed.info.status == "FAILED"

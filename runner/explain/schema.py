@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from runner.explain import METHODS
 from runner.explain.targets import Score
+from runner.faithfulness.schema import FaithfulnessConfig
 from runner.validation import bounded
 
 
@@ -34,6 +35,9 @@ class ExplainConfig:
     top: int = bounded(3, ge=1)
     images: int = bounded(4, ge=1)  # images taken from a dataset split (dataset=photos: every photo)
     split: str = "test"
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)  # docs/faithfulness.md
+    sanity: bool = False  # cascading + independent weight randomization (Adebayo et al. 2018)
+    sanity_blocks: Optional[int] = bounded(None, ge=1)  # the top blocks randomized; None: every block
 
 
 def method_schema(name: str) -> type:
