@@ -13,9 +13,12 @@ The book's small convnet at 150 px, batch 32, on the offline cats-vs-dogs photos
 * ``convlab_no_augmentation``: the task's pipeline without augmentation;
 * ``bare_keras``: the training images as one NumPy array in memory, ``fit(x, y, batch_size=32)``.
 
-Each is timed in steady state: a callback stamps every batch and the first ``skip`` batches of a fit (the
-iterator's start, a shuffle buffer filling) are left out. The pipelines alternate ``rounds`` times in one
-process and each keeps its best (the CPUs are shared). The input pipelines alone (batches produced, no
+Each is timed in steady state: a callback stamps every batch (wall clock and the process's CPU time, all
+threads) and the first ``skip`` batches of a fit (the iterator's start, a shuffle buffer filling) are left
+out. The pipelines alternate ``rounds`` times in one process. On shared CPUs the wall speed swings with the
+other jobs' load, so the ratios are taken within each round (pipelines timed back to back) and reported as
+the median and min-max over the rounds, beside the CPU milliseconds per image (much less sensitive to the
+load: a thread that waits for a core uses none). The input pipelines alone (batches produced, no
 training) are timed the same way. The roofline is a 2048² float32 matmul in TensorFlow, timed between the
 rounds; the training step's FLOPs are 3x the forward pass's convolutions and dense layers.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import keras
@@ -77,13 +81,14 @@ def pipelines(dataset) -> dict:
 
 
 class BatchClock(keras.callbacks.Callback):
-    """The time of every finished training batch."""
+    """The wall and CPU time of every finished training batch."""
 
     def on_train_begin(self, logs=None):
-        self.stamps = []
+        self.stamps, self.cpu_stamps = [], []
 
     def on_train_batch_end(self, batch, logs=None):
         self.stamps.append(time.perf_counter())
+        self.cpu_stamps.append(time.process_time())
 
 
 def images_per_second(stamps: list[float], skip: int) -> float:
@@ -91,16 +96,32 @@ def images_per_second(stamps: list[float], skip: int) -> float:
     return (len(stamps) - 1 - skip) * BATCH / (stamps[-1] - stamps[skip])
 
 
-def _input_alone(source, steps: int, skip: int) -> float:
-    """Images/s a pipeline produces with nothing consuming them but a copy to NumPy."""
+def cpu_ms_per_image(cpu_stamps: list[float], skip: int) -> float:
+    """Steady-state CPU milliseconds per image (all the process's threads) from batch-end CPU times."""
+    return 1000 / images_per_second(cpu_stamps, skip)
+
+
+def _input_alone(source, steps: int, skip: int) -> tuple[float, float]:
+    """(images/s, CPU ms per image) a pipeline produces with nothing consuming them but a copy to NumPy."""
     import numpy as np
 
     iterator = iter(source)
-    stamps = []
+    stamps, cpu_stamps = [], []
     for _ in range(steps):
         np.asarray(next(iterator)[0])
         stamps.append(time.perf_counter())
-    return images_per_second(stamps, skip)
+        cpu_stamps.append(time.process_time())
+    return images_per_second(stamps, skip), cpu_ms_per_image(cpu_stamps, skip)
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of one figure over the rounds."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+#: the ratios the issue's targets are about (numerator, denominator), each taken within a round
+RATIOS = (("convlab", "book"), ("convlab", "four_layer_chain"), ("convlab", "convlab_no_augmentation"),
+          ("convlab_no_augmentation", "bare_keras"))
 
 
 def _matmul_gflops(repeats: int = 3) -> float:
@@ -131,7 +152,7 @@ def training_flops_per_image(network) -> float:
     return 3.0 * forward
 
 
-def bench(steps: int = 30, rounds: int = 2, skip: int = 5, only: list[str] | None = None) -> dict:
+def bench(steps: int = 30, rounds: int = 5, skip: int = 5, only: list[str] | None = None) -> dict:
     from runner.data.cats_vs_dogs import CatsVsDogs
     from runner.models.small_convnet import SmallConvnet
 
@@ -145,55 +166,69 @@ def bench(steps: int = 30, rounds: int = 2, skip: int = 5, only: list[str] | Non
         models[name].compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
         args, kwargs = feeds[name]()
         models[name].fit(*args, **kwargs, epochs=1, steps_per_epoch=2, verbose=0)
-    speeds = {name: 0.0 for name in feeds}
-    inputs = {name: 0.0 for name in feeds if name != "bare_keras"}
-    roofline = 0.0
+    speeds: dict[str, list[float]] = {name: [] for name in feeds}
+    cpu: dict[str, list[float]] = {name: [] for name in feeds}
+    inputs = {name: [] for name in feeds if name != "bare_keras"}
+    inputs_cpu = {name: [] for name in inputs}
+    rooflines = []
     for round_ in range(rounds):
         for name, feed in feeds.items():
             clock = BatchClock()
             args, kwargs = feed()
             models[name].fit(*args, **kwargs, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
-            speed = images_per_second(clock.stamps, skip)
-            speeds[name] = max(speeds[name], speed)
-            print(f"  round {round_ + 1}: {name} trains {speed:.1f} img/s (load {os.getloadavg()[0]:.1f})", flush=True)
+            speeds[name].append(images_per_second(clock.stamps, skip))
+            cpu[name].append(cpu_ms_per_image(clock.cpu_stamps, skip))
+            print(f"  round {round_ + 1}: {name} trains {speeds[name][-1]:.1f} img/s, "
+                  f"{cpu[name][-1]:.0f} CPU ms/img (load {os.getloadavg()[0]:.1f})", flush=True)
         for name in inputs:
-            speed = _input_alone(feeds[name]()[0][0], steps, skip)
-            inputs[name] = max(inputs[name], speed)
-            print(f"  round {round_ + 1}: {name} input alone {speed:.1f} img/s", flush=True)
-        roofline = max(roofline, _matmul_gflops())
+            speed, cpu_ms = _input_alone(feeds[name]()[0][0], steps, skip)
+            inputs[name].append(speed)
+            inputs_cpu[name].append(cpu_ms)
+            print(f"  round {round_ + 1}: {name} input alone {speed:.1f} img/s, {cpu_ms:.2f} CPU ms/img", flush=True)
+        rooflines.append(_matmul_gflops())
     flops = training_flops_per_image(next(iter(models.values())))
-    results.update(images_per_s=speeds, input_alone_images_per_s=inputs, matmul_gflops=roofline,
-                   training_gflop_per_image=flops / 1e9,
-                   roofline_fraction={name: speed * flops / 1e9 / roofline for name, speed in speeds.items()},
+    roofline = max(rooflines)
+    results.update(images_per_s={name: spread(values) for name, values in speeds.items()},
+                   cpu_ms_per_image={name: spread(values) for name, values in cpu.items()},
+                   input_alone_images_per_s={name: spread(values) for name, values in inputs.items()},
+                   input_alone_cpu_ms_per_image={name: spread(values) for name, values in inputs_cpu.items()},
+                   matmul_gflops=roofline, training_gflop_per_image=flops / 1e9,
+                   roofline_fraction={name: max(values) * flops / 1e9 / roofline for name, values in speeds.items()},
                    load_average_after=os.getloadavg())
-    ratio = lambda a, b: speeds[a] / speeds[b] if a in speeds and b in speeds else None  # noqa: E731
-    results["ratios"] = {"convlab / book": ratio("convlab", "book"),
-                         "convlab / four_layer_chain": ratio("convlab", "four_layer_chain"),
-                         "convlab / convlab_no_augmentation": ratio("convlab", "convlab_no_augmentation"),
-                         "convlab_no_augmentation / bare_keras": ratio("convlab_no_augmentation", "bare_keras")}
+    results["ratios"] = {f"{a} / {b}": spread([x / y for x, y in zip(speeds[a], speeds[b])])
+                         for a, b in RATIOS if a in speeds and b in speeds}
+    results["cpu_ratios"] = {f"{a} / {b}": spread([y / x for x, y in zip(cpu[a], cpu[b])])
+                             for a, b in RATIOS if a in cpu and b in cpu}
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="training batches per timed fit (default 30)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of all pipelines (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of all pipelines (default 5)")
     parser.add_argument("--skip", type=int, default=5, help="first batches of a fit left out (default 5)")
     parser.add_argument("--only", nargs="*", help="time only these pipelines")
     arguments = parser.parse_args()
-    results = bench(arguments.steps, arguments.rounds, arguments.skip, arguments.only)
+    report(bench(arguments.steps, arguments.rounds, arguments.skip, arguments.only))
+
+
+def report(results: dict) -> None:
     print(f"load average before {results['load_average_before']}, after {results['load_average_after']}")
-    print(f"{'pipeline':<26}{'train img/s':>12}{'input alone img/s':>19}{'roofline':>10}")
+    print(f"{results['rounds']} rounds; median (min-max) over the rounds")
+    show = lambda figure, digits=1: (f"{figure['median']:.{digits}f} ({figure['min']:.{digits}f}-"  # noqa: E731
+                                     f"{figure['max']:.{digits}f})")
+    print(f"{'pipeline':<26}{'train img/s':>20}{'train CPU ms/img':>22}{'input alone img/s':>24}"
+          f"{'input CPU ms/img':>22}{'roofline (best)':>17}")
     for name, speed in results["images_per_s"].items():
         alone = results["input_alone_images_per_s"].get(name)
-        alone = "-" if alone is None else f"{alone:.1f}"
-        print(f"{name:<26}{speed:>12.1f}{alone:>19}"
-              f"{results['roofline_fraction'][name]:>10.1%}")
-    print(f"matmul {results['matmul_gflops']:.1f} GFLOP/s; training step "
+        alone_cpu = results["input_alone_cpu_ms_per_image"].get(name)
+        print(f"{name:<26}{show(speed):>20}{show(results['cpu_ms_per_image'][name], 0):>22}"
+              f"{'-' if alone is None else show(alone):>24}{'-' if alone_cpu is None else show(alone_cpu, 2):>22}"
+              f"{results['roofline_fraction'][name]:>17.1%}")
+    print(f"matmul {results['matmul_gflops']:.1f} GFLOP/s (best of the rounds); training step "
           f"{results['training_gflop_per_image']:.2f} GFLOP per image")
     for name, value in results["ratios"].items():
-        if value is not None:
-            print(f"{name}: {value:.2f}x")
+        print(f"{name}: {show(value, 2)}x wall, {show(results['cpu_ratios'][name], 2)}x by CPU time")
 
 
 if __name__ == "__main__":
