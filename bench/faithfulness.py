@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from bench.filters_bench import MATMUL_SIDE, _best_seconds_alternating, _matmul_timers
+from bench.filters_bench import MATMUL_SIDE, best_seconds_alternating, matmul_timers
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -79,8 +79,8 @@ def bench(photos: int = 8, steps: int = 112, repeats: int = 2, batch_size: int =
 
     np.testing.assert_allclose(np.array(batched()), np.array(per_step_eager()), atol=1e-4)  # same curves
     timers = {"batched": batched, "per_step_eager": per_step_eager, "per_step_compiled": per_step_compiled,
-              **{f"matmul_{lib}": work for lib, work in _matmul_timers().items()}}
-    best = _best_seconds_alternating(timers, repeats)
+              **{f"matmul_{lib}": work for lib, work in matmul_timers().items()}}
+    best = best_seconds_alternating(timers, repeats)
     roofline = max(2 * MATMUL_SIDE ** 3 / best[name] / 1e9 for name in best if name.startswith("matmul_"))
     flops = forward_flops(model) * 2 * len(counts) * photos
     return {"photos": photos, "steps": steps, "forward_passes": 2 * len(counts) * photos,
