@@ -222,3 +222,17 @@ def test_the_search_presets_compose_a_seeded_tpe_study_with_a_quick_size(preset)
     assert quick.optimized_metric == "best_val_accuracy" and len(sweeper.params) >= 2
     assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials
     assert quick.dataset.limit == 16 and full.dataset.limit is None  # the quick size shrinks the job too
+
+
+def test_the_filters_search_preset_climbs_lucids_recipe_and_maximizes_a_metric_the_filters_task_logs():
+    _require_optuna()
+    quick = compose_config(["hparams_search=filters_optuna", "quick=true"])
+    full = compose_config(["hparams_search=filters_optuna"])
+    sweeper = quick.hydra.sweeper
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == quick.seed
+    assert quick.task.step._target_.endswith("Adam") and quick.task.param._target_.endswith("Fourier")
+    (layer,) = quick.task.layers
+    assert quick.optimized_metric == f"robust_activation/{layer}" and quick.task.quality_metrics
+    assert set(sweeper.params) == {"task.step.learning_rate", "task.transforms.jitter", "task.transforms.rotate",
+                                   "task.regularizers.total_variation_weight"}
+    assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials and quick.task.steps < full.task.steps
