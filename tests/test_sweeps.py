@@ -236,3 +236,19 @@ def test_the_filters_search_preset_climbs_lucids_recipe_and_maximizes_a_metric_t
     assert set(sweeper.params) == {"task.step.learning_rate", "task.transforms.jitter", "task.transforms.rotate",
                                    "task.regularizers.total_variation_weight"}
     assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials and quick.task.steps < full.task.steps
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.search
+@pytest.mark.parametrize("preset", ["scratch_optuna", "filters_optuna"])
+def test_a_search_presets_quick_size_runs_its_trials_and_names_the_best(run_cli, mlflow_client, preset):
+    _require_optuna()
+    run_cli("-m", f"hparams_search={preset}", "quick=true")
+
+    [parent], jobs = _sweep_runs(mlflow_client)
+    assert parent.info.status == "FINISHED" and len(jobs) == 3 and all(j.info.status == "FINISHED" for j in jobs)
+    metric = compose_config([f"hparams_search={preset}", "quick=true"]).optimized_metric
+    best = mlflow_client.get_run(parent.data.tags["convlab.best_run_id"])
+    assert float(parent.data.tags["convlab.best_value"]) == best.data.metrics[metric] == max(
+        j.data.metrics[metric] for j in jobs)
