@@ -172,8 +172,6 @@ def test_eigencam_does_not_depend_on_the_sign_of_the_component():
 
 
 def test_guided_backprop_passes_only_positive_gradients_on_a_clone():
-    import keras
-
     model = relu_convnet()
     images = np.random.default_rng(5).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     before = model.predict(images, verbose=0)
