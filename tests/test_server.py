@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TINY_TRAIN
-from tests.infra import artifact_paths, convlab, free_port, report, tracking_server
+from tests.infra import artifact_paths, convlab, free_port, report, tracking_server, unavailable
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
@@ -93,6 +93,32 @@ def test_a_three_job_sweep_is_seen_over_http_and_in_postgresql_without_secrets(s
                 assert secret not in file.read_text(errors="replace"), file
     assert secret not in proc.stdout + proc.stderr
     assert not any(secret in path.read_text(errors="replace") for path in tmp_path.rglob("*.log"))
+
+
+@pytest.mark.search
+def test_an_optuna_sweep_against_the_server_nests_its_trials_and_names_the_best_over_http(server, tmp_path):
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ModuleNotFoundError:
+        unavailable("hydra-optuna-sweeper is not installed: pip install -e '.[search]'")
+    proc = convlab("-m", "tracking=server", f"hydra.searchpath=[file://{REPO}/tests/conf]", "task=quadratic",
+                   "dataset.limit=8", "hparams_search=quadratic_optuna", "task.fail_above=0.7",
+                   "tracking.experiment=optuna_server", cwd=tmp_path, tracking_uri=server.uri, expect_ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # a failed trial is reported, the study went on
+    report(f"4-trial Optuna sweep (quadratic task) against mlflow server + PostgreSQL: {proc.seconds:.1f} s")
+
+    client = MlflowClient(tracking_uri=server.uri)
+    runs = _runs(client, "optuna_server")
+    [parent] = [r for r in runs if r.data.tags.get("convlab.sweep") == "true"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 4 and len(runs) == 5
+    finished = [t for t in trials if t.info.status == "FINISHED"]
+    assert finished and all(float(t.data.params["task.x"]) > 0.7 for t in trials if t.info.status == "FAILED")
+    best = client.get_run(parent.data.tags["convlab.best_run_id"])
+    assert float(parent.data.tags["convlab.best_value"]) == best.data.metrics["score"] == max(
+        t.data.metrics["score"] for t in finished)
+    assert {"sweep/summary.csv", "sweep/children.json", "sweep/optimization_history.png"} <= \
+        artifact_paths(client, parent.info.run_id)
 
 
 def test_the_server_stopped_in_the_middle_of_a_run_loses_no_metric_point(server, tmp_path):
