@@ -459,13 +459,23 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     _reachable.add(uri)
 
 
+#: the runs table's name column (String(250) in MLflow's SQL schema); PostgreSQL refuses a longer name, sqlite not
+MAX_RUN_NAME = 250
+
+
+def fitted_run_name(name: str) -> str:
+    """``name`` cut to what every MLflow backend stores, marked with an ellipsis when cut."""
+    return name if len(name) <= MAX_RUN_NAME else name[:MAX_RUN_NAME - 1] + "…"
+
+
 def _run_name(cfg: DictConfig) -> str | None:
     if cfg.tracking.run_name:
-        return cfg.tracking.run_name
+        return fitted_run_name(cfg.tracking.run_name)
     swept = os.environ.get(SWEEP_KEYS_ENV)
     if swept and HydraConfig.initialized():
         keys = swept.split(",")
-        return redact(" ".join(o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0] in keys))
+        return fitted_run_name(redact(" ".join(o for o in HydraConfig.get().overrides.task
+                                               if o.lstrip("+~").split("=")[0] in keys)))
     choices = _choices()
     return "-".join(choices[g] for g in ("task", "model", "dataset") if g in choices) or None
 
@@ -631,7 +641,7 @@ def _open_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) ->
     sweep_args = " ".join(overrides)
     run = client.create_run(
         experiment_id,
-        run_name=f"sweep {sweep_args}".strip(),
+        run_name=fitted_run_name(f"sweep {sweep_args}".strip()),  # the whole line stays in a tag
         tags={"convlab.sweep": "true", "convlab.sweep_overrides": sweep_args, SWEEP_ARGS_TAG: json.dumps(overrides),
               "convlab.sweep_dir": str(config.hydra.sweep.dir), **liveness.where_tags(),
               **({sweeps.STUDY_TAG: sweep.study} if sweep.study else {})},

@@ -193,3 +193,13 @@ def test_a_failing_job_shows_its_reason_without_chatter(run_cli, mlflow_client):
     assert f"[convlab] run {run.info.run_id} FAILED: small_convnet needs inputs" in proc.stderr
     assert not TF_CHATTER.search(proc.stderr), proc.stderr
     assert f"[convlab] run {run.info.run_id} FAILED" in proc.stdout
+
+
+def test_a_run_name_longer_than_mlflows_column_is_cut_to_fit_and_marked():
+    from runner.tracking import MAX_RUN_NAME, fitted_run_name
+
+    long = "sweep " + " ".join(f"task.key_{i}=value_{i}" for i in range(30))
+    assert len(long) > MAX_RUN_NAME == 250  # PostgreSQL's runs.name is VARCHAR(250): a longer name loses the run
+    assert len(fitted_run_name(long)) == MAX_RUN_NAME and fitted_run_name(long).endswith("…")
+    assert fitted_run_name(long)[:-1] == long[:MAX_RUN_NAME - 1]
+    assert fitted_run_name("sweep task.x=1") == "sweep task.x=1"
