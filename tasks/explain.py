@@ -142,9 +142,11 @@ def _strip(maps: list[np.ndarray], size: int = 112) -> np.ndarray:
     """The original map, then the map after each randomized depth, side by side (JET)."""
     import cv2
 
-    from runner.visual import jet
+    from runner.visual import jet, tile
 
-    return np.hstack([jet(cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)) for m in maps])
+    pictures = np.stack([jet(cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR))
+                         for m in maps])
+    return tile(pictures, columns=len(pictures))
 
 
 def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: FaithfulnessConfig,
