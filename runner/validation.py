@@ -11,6 +11,7 @@ A schema field declares its range with :func:`bounded`::
         top: int = bounded(3, ge=1)
         sizes: list[int] = bounded(factory=lambda: [64, 64], ge=1)   # every element
         steps: Optional[int] = bounded(None, ge=1)                   # null is always allowed
+        levels: list[float] = bounded(factory=lambda: [10, 50], gt=0, lt=100, increasing=True)
 
 and :func:`check_config` (called by the CLI) reports every value outside its range in one error.
 """
@@ -40,12 +41,14 @@ class ConfigError(ConvlabError, CompactHydraException):
 
 @dataclass(frozen=True)
 class Bounds:
-    """Allowed numeric range: ``ge``/``gt`` below, ``le``/``lt`` above (None: unbounded on that side)."""
+    """Allowed numeric range: ``ge``/``gt`` below, ``le``/``lt`` above (None: unbounded on that side);
+    ``increasing``: a list field must be non-empty and each element above the one before."""
 
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    increasing: bool = False
 
     def admits(self, value: float) -> bool:
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
@@ -63,13 +66,13 @@ class Bounds:
 
 def bounded(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
             ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Any:
+            le: float | None = None, lt: float | None = None, increasing: bool = False) -> Any:
     """A dataclass field with a default (or default ``factory``) whose value must lie in the given range.
 
     None (null) always passes: a range applies to the values a field takes, not to "unset". For a list
     field the range applies to each element.
     """
-    metadata = {BOUNDS_KEY: Bounds(ge=ge, gt=gt, le=le, lt=lt)}
+    metadata = {BOUNDS_KEY: Bounds(ge=ge, gt=gt, le=le, lt=lt, increasing=increasing)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -136,14 +139,27 @@ def _check_node(node: DictConfig, prefix: str, problems: list[str], fixes: list[
 
 
 def _check_range(node: DictConfig, key: str, path: str, bounds: Bounds, problems: list[str], fixes: list[str]) -> None:
-    value = node[key]
-    values = list(value) if isinstance(value, (ListConfig, list)) else [value]
+    problem = range_problem(path, node[key], bounds)
+    if problem:
+        problems.append(problem[0])
+        fixes.append(problem[1])
+
+
+def range_problem(path: str, value: Any, bounds: Bounds) -> tuple[str, str] | None:
+    """(problem, fix) when ``value`` (a number or a list of them) is outside ``bounds``, else None; for a
+    library that checks its arguments by the same rule as a schema field."""
+    values = list(value) if isinstance(value, (ListConfig, list, tuple)) else [value]
+    shown = value if isinstance(value, (int, float)) else list(values)
     bad = [v for v in values if v is not None and not isinstance(v, bool) and not bounds.admits(v)]
     if bad:
-        shown = value if isinstance(value, (int, float)) else list(values)
-        problems.append(f"{path}={shown} must be {bounds.describe()}"
-                        + (" (each element)" if len(values) > 1 or isinstance(value, ListConfig) else ""))
-        fixes.append(f"set {path} {bounds.describe()}")
+        return (f"{path}={shown} must be {bounds.describe()}"
+                + (" (each element)" if len(values) > 1 or not isinstance(value, (int, float)) else ""),
+                f"set {path} {bounds.describe()}")
+    if bounds.increasing and (not values or any(b <= a for a, b in zip(values, values[1:]))):
+        example = sorted(set(values)) if values else "[10, 50]"
+        return (f"{path}={shown} must be a non-empty list in increasing order",
+                f"set {path} to increasing values, each once, e.g. {example}")
+    return None
 
 
 def _unknown_key(node: DictConfig, key: str, path: str, prefix: str, fields: dict, problems: list[str],
