@@ -5,7 +5,8 @@ with the book's artifact names). Per image: the overlay on the photo (on the cro
 map's picture (input-space methods: gray magnitude and the signed map in a diverging colormap) and
 ``explain/<image>.npz`` (raw map, normalized map, class, probabilities, crop box). Tags: method, layer,
 score. Metrics: ``explain_seconds`` per image, ``top1_prob`` and the method's diagnostics; with
-``task.faithfulness.enabled`` (default) the maps' ``faithfulness/*`` means (runner.faithfulness,
+``task.faithfulness.enabled`` (default) the maps' ``faithfulness/*`` means (``road_*`` with
+``task.faithfulness.road``; runner.faithfulness,
 docs/faithfulness.md), ``faithfulness_seconds`` per image, ``explain/faithfulness.json`` (per image, with
 the curves) and ``explain/faithfulness_curves.png``. Returns the metrics as a dict.
 """
@@ -157,18 +158,22 @@ def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: F
 
     names = [item.name for item in inputs]
     scores = evaluate(network, np.stack([item.model_input for item in inputs]), batch.maps, batch.targets,
-                      steps=settings.steps, substrate=settings.substrate, batch_size=settings.batch_size)
+                      steps=settings.steps, substrate=settings.substrate, batch_size=settings.batch_size,
+                      road_percentiles=list(settings.road_percentiles) if settings.road else None)
     metrics = {f"faithfulness/{key}": value for key, value in scores.means().items()}
     metrics["faithfulness_seconds"] = scores.seconds / len(inputs)
     mlflow.log_metrics(metrics)
     mlflow.log_dict({"steps": settings.steps, "substrate": str(settings.substrate), "fractions":
-                     scores.fractions.round(6).tolist(), "images": scores.per_image(names)},
-                    f"{layout.folder}/faithfulness.json")
+                     scores.fractions.round(6).tolist(),
+                     **({"road_percentiles": scores.road.percentiles.tolist()} if scores.road else {}),
+                     "images": scores.per_image(names)}, f"{layout.folder}/faithfulness.json")
     figure = curves_figure(scores, names, f"{title}: deletion ({settings.substrate}) and insertion (blur)")
     mlflow.log_figure(figure, f"{layout.folder}/faithfulness_curves.png")
     print(f"[convlab] faithfulness: deletion AUC {metrics['faithfulness/deletion_auc']:.3f}, insertion AUC "
           f"{metrics['faithfulness/insertion_auc']:.3f}, average drop {metrics['faithfulness/average_drop']:.3f}, "
-          f"increase {metrics['faithfulness/average_increase']:.3f} ({scores.seconds:.1f} s)")
+          f"increase {metrics['faithfulness/average_increase']:.3f}" + (
+              f", ROAD MoRF {metrics['faithfulness/road_morf']:.3f} LeRF {metrics['faithfulness/road_lerf']:.3f} "
+              f"({scores.road.seconds:.1f} s of it)" if scores.road else "") + f" ({scores.seconds:.1f} s)")
     return metrics
 
 

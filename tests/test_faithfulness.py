@@ -113,14 +113,17 @@ def test_explain_task_logs_faithfulness_and_sanity_metrics_json_and_pictures(tra
         metrics = explain_task.run(model=spec, dataset=OnePhoto("q", quadrant_images()[1].astype(np.uint8)),
                                    method=method("gradcam"), layer=None, class_index=None, score="probability",
                                    alpha=0.4, top=2, images=1, split="test",
-                                   faithfulness=FaithfulnessConfig(steps=8, substrate="mean"), sanity=True)
+                                   faithfulness=FaithfulnessConfig(steps=8, substrate="mean", road=True,
+                                                                   road_percentiles=[25, 75]), sanity=True)
     run = mlflow.get_run(active.info.run_id)
-    names = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
+    names = ("deletion_auc", "insertion_auc", "average_drop", "average_increase", "road_morf", "road_lerf",
+             "road_combined")
     assert all(run.data.metrics[f"faithfulness/{name}"] == pytest.approx(metrics[f"faithfulness/{name}"])
                for name in names) and "faithfulness_seconds" in run.data.metrics
     saved = mlflow.artifacts.load_dict(f"runs:/{active.info.run_id}/explain/faithfulness.json")
     assert saved["substrate"] == "mean" and len(saved["fractions"]) == 9 and saved["images"][0]["image"] == "q"
     assert saved["images"][0]["deletion_auc"] == pytest.approx(metrics["faithfulness/deletion_auc"])
+    assert saved["road_percentiles"] == [25, 75] and len(saved["images"][0]["road_lerf_curve"]) == 2
     artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(active.info.run_id, "explain")}
     assert {"explain/faithfulness_curves.png", "explain/q_sanity.png", "explain/sanity.json"} <= artifacts
     history = mlflow.MlflowClient().get_metric_history(active.info.run_id, "sanity/spearman")
@@ -188,16 +191,22 @@ def test_sanity_on_a_model_without_weights_names_the_fix():
 
 
 def test_bootstrap_interval_of_constant_values_is_that_value_and_covers_the_mean():
-    from runner.faithfulness.leaderboard import bootstrap_interval, leaderboard_rows
+    from runner.faithfulness.leaderboard import bar_chart, bootstrap_interval, leaderboard_rows
 
     assert bootstrap_interval(np.full(5, 0.3)) == pytest.approx((0.3, 0.3))
     values = np.random.default_rng(6).uniform(size=50)
     low, high = bootstrap_interval(values)
     assert low < values.mean() < high and high - low < 0.3
-    rows = leaderboard_rows({"m": [{"deletion_auc": 0.1, "insertion_auc": 0.9, "average_drop": 0.0,
-                                    "average_increase": 1.0}]})
-    assert [(row["metric"], row["mean"], row["better"]) for row in rows][:2] == [("deletion_auc", 0.1, "lower"),
-                                                                                ("insertion_auc", 0.9, "higher")]
+    image = {"deletion_auc": 0.1, "insertion_auc": 0.9, "average_drop": 0.0, "average_increase": 1.0}
+    rows = leaderboard_rows({"m": [image]})
+    assert [(row["metric"], row["mean"], row["better"]) for row in rows] == [
+        ("deletion_auc", 0.1, "lower"), ("insertion_auc", 0.9, "higher"), ("average_drop", 0.0, "lower"),
+        ("average_increase", 1.0, "higher")]  # no ROAD measured: no ROAD rows
+    road = {"road_morf": 0.2, "road_lerf": 0.6, "road_combined": 0.2}
+    rows = leaderboard_rows({"m": [{**image, **road}], "n": [{**image, **road}]})
+    assert {(row["metric"], row["better"]) for row in rows if row["metric"].startswith("road")} == {
+        ("road_morf", "lower"), ("road_lerf", "higher"), ("road_combined", "higher")} and len(rows) == 14
+    assert len(bar_chart(rows).axes) == 7  # a panel per measured metric
 
 
 @pytest.mark.e2e

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
-BETTER = {"deletion_auc": "lower", "insertion_auc": "higher", "average_drop": "lower", "average_increase": "higher"}
+METRICS = ("deletion_auc", "insertion_auc", "average_drop", "average_increase", "road_morf", "road_lerf",
+           "road_combined")
+BETTER = {"deletion_auc": "lower", "insertion_auc": "higher", "average_drop": "lower", "average_increase": "higher",
+          "road_morf": "lower", "road_lerf": "higher", "road_combined": "higher"}
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -24,10 +26,12 @@ def bootstrap_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0)
 
 
 def leaderboard_rows(results: dict[str, list[dict]]) -> list[dict]:
-    """``{method: per-image dicts}`` to rows (method, metric, better, mean, ci_low, ci_high, images)."""
+    """``{method: per-image dicts}`` to rows (method, metric, better, mean, ci_low, ci_high, images), for the
+    metrics every image has (ROAD only when the sweep measured it)."""
+    measured = [metric for metric in METRICS if all(metric in image for images in results.values() for image in images)]
     rows = []
     for method, images in results.items():
-        for metric in METRICS:
+        for metric in measured:
             values = np.array([image[metric] for image in images], np.float64)
             low, high = bootstrap_interval(values)
             rows.append({"method": method, "metric": metric, "better": BETTER[metric], "mean": float(values.mean()),
@@ -61,8 +65,8 @@ def log_leaderboard(parent_run_id: str) -> bool:
         client.log_table(parent_run_id, {key: [row[key] for row in rows] for key in rows[0]}, "leaderboard.json")
         client.log_figure(parent_run_id, bar_chart(rows), "leaderboard.png")
         client.log_figure(parent_run_id, side_by_side(overlays), "leaderboard_maps.png")
-    best = {metric: min if BETTER[metric] == "lower" else max for metric in METRICS}
-    for metric, pick in best.items():
+    for metric in dict.fromkeys(row["metric"] for row in rows):
+        pick = min if BETTER[metric] == "lower" else max
         ranked = [row for row in rows if row["metric"] == metric]
         client.set_tag(parent_run_id, f"leaderboard.best_{metric}", pick(ranked, key=lambda row: row["mean"])["method"])
     print(f"[convlab] leaderboard of {len(results)} methods logged in the sweep parent run {parent_run_id}")
@@ -76,8 +80,9 @@ def bar_chart(rows: list[dict]):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-    for axis, metric in zip(axes, METRICS):
+    metrics = list(dict.fromkeys(row["metric"] for row in rows))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
         ranked = [row for row in rows if row["metric"] == metric]
         means = np.array([row["mean"] for row in ranked])
         errors = np.array([[row["mean"] - row["ci_low"] for row in ranked], [row["ci_high"] - row["mean"] for row in ranked]])
