@@ -286,7 +286,8 @@ def test_cli_explain_runs_a_method_on_mobilenet_and_names_bad_input(run_cli, mlf
     from tests.conftest import all_runs
 
     run_cli("task=explain", "task/method=smoothgrad", "task.method.samples=2", "model=mobilenet_v2",
-            "dataset=photos", "task.faithfulness.steps=4")
+            "dataset=photos", "task.faithfulness.steps=4", "task.faithfulness.road=true",
+            "task.faithfulness.road_percentiles=[50]", "task.faithfulness.batch_size=8")
     proc = run_cli("task=explain", "task/method=saliency", "task.layer=out_relu", "model=mobilenet_v2",
                    "dataset=photos", expect_ok=False)
 
@@ -294,6 +295,8 @@ def test_cli_explain_runs_a_method_on_mobilenet_and_names_bad_input(run_cli, mlf
     assert ok.info.status == "FINISHED" and ok.data.tags["explain.method"] == "smoothgrad"
     assert ok.data.tags["predicted_class"] == "Egyptian cat" and "explain_seconds" in ok.data.metrics
     assert 0 <= ok.data.metrics["faithfulness/deletion_auc"] <= 1 and "faithfulness_seconds" in ok.data.metrics
+    road = {name: ok.data.metrics[f"faithfulness/road_{name}"] for name in ("morf", "lerf", "combined")}
+    assert 0 <= road["morf"] <= 1 and road["combined"] == pytest.approx((road["lerf"] - road["morf"]) / 2)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "saliency is an input-space method" in proc.stderr and "leave task.layer=null" in proc.stderr
     assert failed.info.status == "FAILED"
