@@ -173,7 +173,8 @@ def _measure_faithfulness(network, inputs: list[VisualInput], batch, settings: F
           f"{metrics['faithfulness/insertion_auc']:.3f}, average drop {metrics['faithfulness/average_drop']:.3f}, "
           f"increase {metrics['faithfulness/average_increase']:.3f}" + (
               f", ROAD MoRF {metrics['faithfulness/road_morf']:.3f} LeRF {metrics['faithfulness/road_lerf']:.3f} "
-              f"({scores.road.seconds:.1f} s of it)" if scores.road else "") + f" ({scores.seconds:.1f} s)")
+              f"({scores.seconds:.1f} s, ROAD {scores.road.seconds:.1f} s of it)" if scores.road
+              else f" ({scores.seconds:.1f} s)"))
     return metrics
 
 

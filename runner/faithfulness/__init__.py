@@ -36,7 +36,6 @@ __all__ = ["ClassProbability", "Faithfulness", "Road", "Substrate", "as_substrat
 
 DEFAULT_STEPS = 112  # RISE at 224 px: 448 pixels a step
 MEANS = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
-ROAD_MEANS = ("road_morf", "road_lerf", "road_combined")
 
 
 @dataclass
