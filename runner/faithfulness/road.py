@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runner.errors import ConvlabError
-from runner.faithfulness.core import pixel_ranks
+from runner.faithfulness.core import input_maps, pixel_ranks
 from runner.validation import Bounds, range_problem
 
 if TYPE_CHECKING:
@@ -143,10 +143,12 @@ def road_images(image: np.ndarray, saliency: np.ndarray, percentiles=DEFAULT_PER
 
 def road(probability: "ClassProbability", images: np.ndarray, maps: np.ndarray, targets,
          percentiles=DEFAULT_PERCENTILES, *, noise: float = NOISE, seed: int = 0) -> Road:
-    """MoRF and LeRF curves of ``maps`` (at the images' size); the imputed images of several photos go
-    through ``probability``'s compiled pass together, in full batches."""
+    """MoRF and LeRF curves of ``maps`` (any resolution: upsampled to the images'); the imputed images of
+    several photos go through ``probability``'s compiled pass together, in full batches."""
     start = time.perf_counter()
     percentiles = check_percentiles(percentiles)
+    images = np.asarray(images, np.float32)
+    maps = input_maps(maps, *images.shape[1:3])
     targets = np.broadcast_to(np.asarray(targets, np.int32), (len(images),))
     per_image = 2 * len(percentiles)
     group = max(1, -(-2 * probability.batch_size // per_image))  # photos whose images fill >= 2 batches
