@@ -3,8 +3,9 @@
 Every ``every`` epochs, Grad-CAM (``runner.explain``) of a few fixed images of a split is logged as the
 image timelines ``probe/<image>`` with step = the epoch (numbered as the epoch metrics), so the run page's
 step slider shows the attention forming over training. The gradient model and its compiled pass are
-built once (traced on the first probe); they share the trained model's weights, so each probe reads the weights
-of that epoch. The seconds each probe took are the metric ``probe/seconds``.
+built once, traced when training begins (not inside the first epoch, whose time it would add to); they
+share the trained model's weights, so each probe reads the weights of that epoch. The seconds each probe
+took are the metric ``probe/seconds``; the tracing's, ``probe/trace_seconds``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ class ProbeCallback(keras.callbacks.Callback):
         self.every, self.layer, self.first_epoch, self.before_probe = every, layer, first_epoch, before_probe
         self.originals = np.clip(self.images, 0, 255).astype(np.uint8)
         self.explainer = Explainer(network, "gradcam", layer)  # here: a wrong task.probes.layer fails before training
+        self.traced = False
+
+    def on_train_begin(self, logs=None) -> None:
+        """Trace the compiled pass (on the probe images: the same shapes, so it is not traced again) once,
+        before the first epoch; a later phase's fit reuses it."""
+        if self.traced:
+            return
+        started = time.perf_counter()
+        self.explainer(self.images)
+        self.traced = True
+        mlflow.log_metric("probe/trace_seconds", time.perf_counter() - started, step=self.first_epoch)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         step = self.first_epoch + epoch

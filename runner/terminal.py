@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -78,6 +79,46 @@ def progress(items: Iterable[Item], total: int | None, unit: str) -> Iterator[It
     for done, item in enumerate(items, start=1):
         yield item
         bar.update(done)
+
+
+def say(line: str) -> None:
+    """Print ``line`` for a person at a terminal (a heading above a progress bar); nothing in a log."""
+    if watched():
+        print(line, flush=True)
+
+
+class CompiledProgress:
+    """Keras' progress bar for a loop compiled into a ``tf.function`` (Score-CAM's masked batches, the
+    ascent steps), where no Python runs between steps.
+
+    While tracing, the loop calls :meth:`advance` after each step; while :func:`watched`, that traces a
+    ``tf.py_function`` moving the bar by ``count`` once the step's ``after`` tensors exist, else nothing
+    (the loop's graph is unchanged). Each run of the loop gets a new bar, which ends at ``total``. Counts
+    are added, not set, so steps that run in parallel tick in any order."""
+
+    def __init__(self, unit: str):
+        self.unit = unit
+        self._bar, self._done, self._lock = None, 0, threading.Lock()
+
+    def advance(self, count, total, after=()) -> None:
+        """Trace a tick of ``count`` of ``total`` (int tensors) after ``after`` (tensors; nests allowed)."""
+        if not watched():
+            return
+        import tensorflow as tf
+
+        with tf.control_dependencies(tf.nest.flatten(after)):
+            tf.py_function(self._tick, [count, total], [])
+
+    def _tick(self, count, total) -> None:
+        from keras.utils import Progbar
+
+        with self._lock:
+            if self._bar is None:
+                self._bar, self._done = Progbar(int(total), unit_name=self.unit), 0
+            self._done += int(count)
+            self._bar.update(self._done)
+            if self._done >= int(total):
+                self._bar = None
 
 
 def print_summary(run_id: str) -> None:

@@ -80,11 +80,13 @@ def run(
                     regularizer=regularizers, redirected_relu_steps=redirected_relu_steps)
     network = _model_at_size(model, dataset, image_size)
     channels = network.input_shape[-1]
-    for layer in terminal.progress(layers, len(layers), "layer"):
+    steps_bar = terminal.CompiledProgress("step")
+    for number, layer in enumerate(layers, start=1):
+        terminal.say(f"layer {number}/{len(layers)} {layer}")  # as fit's "Epoch 1/15", above its steps' bar
         target = target_model(network, layer, indices if objective.per_filter else None, preactivation)
         _check_map(target, layer, image_size, objective)
         start = recipe.param.initial(len(indices), image_size, channels)
-        climb = climber(target, recipe)
+        climb = climber(target, recipe, progress=steps_bar)
         started = time.perf_counter()
         images, losses = (tensor.numpy() for tensor in climb(start, np.random.randint(2**31 - 1)))
         seconds = time.perf_counter() - started

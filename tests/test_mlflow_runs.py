@@ -161,6 +161,43 @@ def test_progress_bars_show_only_while_a_person_watches_both_streams(monkeypatch
     assert screen.getvalue() == before
 
 
+def test_scorecam_and_the_ascent_tick_a_bar_to_their_total_at_a_terminal_and_compute_the_same(monkeypatch,
+                                                                                              capsys):
+    """Their loops run inside one tf.function each; runner.terminal.CompiledProgress ticks from inside."""
+    import keras
+
+    from runner.explain import explain
+    from runner.featurevis import objectives, params, steps
+    from runner.featurevis.engine import Recipe, climber
+    from runner.featurevis.target import target_model
+    from runner.terminal import CompiledProgress
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(features)))
+    images = np.random.default_rng(5).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    target = target_model(model, "conv", [0, 1])
+    recipe = Recipe(objective=objectives.Channel(), param=params.Pixels("gray"),
+                    step_rule=steps.NormalizedAscent(4.0, "rms"), steps=7)
+    start = params.gray_start(2, 8, 3)
+
+    def both() -> list[np.ndarray]:  # 2 images x 4 channels = 8 masked images in batches of 3; 7 steps
+        cam = explain(model, images, "scorecam", layer="conv", batch_size=3)
+        return [cam.raw, *(t.numpy() for t in climber(target, recipe, CompiledProgress("step"))(start, 0))]
+
+    quiet = both()
+    assert capsys.readouterr().out == ""  # pytest: no terminal, nothing traced in, nothing printed
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    shown = both()
+    assert "8/8" in screen.getvalue() and "7/7" in screen.getvalue()  # each bar at its total
+    for with_bar, without in zip(shown, quiet):
+        np.testing.assert_array_equal(with_bar, without)
+
+
 @pytest.mark.e2e
 def test_a_train_job_logs_inputs_registers_its_model_and_ends_with_a_summary(run_cli, mlflow_client):
     proc = run_cli(*TINY_TRAIN, "tracking.register_model=tiny_convnet", "task.probes.enabled=true",

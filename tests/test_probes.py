@@ -62,9 +62,13 @@ def test_each_probe_logs_the_gradcam_overlay_of_the_weights_at_that_epoch(tracki
 def test_probes_run_every_nth_epoch_numbered_on_from_a_later_phase(tracking):
     with mlflow.start_run() as active:
         probe = ProbeCallback(_small_model(), ["a"], np.zeros((1, 16, 16, 3)), every=2, first_epoch=3)
+        for _ in range(2):  # a second phase's fit: traced already
+            probe.on_train_begin()
         for epoch in range(4):  # the run's epochs 3, 4, 5, 6: the 4th and 6th are probed
             probe.on_epoch_end(epoch)
     assert image_timelines(active.info.run_id) == {"probe/a": [3, 5]}
+    [trace] = mlflow.MlflowClient().get_metric_history(active.info.run_id, "probe/trace_seconds")
+    assert trace.step == 3 and trace.value > 0  # traced once, before the first epoch
 
 
 @pytest.mark.parametrize("task", ["train", "finetune"])

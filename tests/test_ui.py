@@ -147,7 +147,8 @@ def _assert_model_training_view(page) -> None:
 
 def test_a_sweeps_children_show_their_probe_images_as_image_charts_with_a_step_slider(server, tmp_path):
     """Image timelines (task.probes, log_image key/step): each child's Model metrics tab has an image
-    chart per key, its picture decoded."""
+    chart per key, its picture decoded; the runs table's chart view shows both children's pictures side
+    by side in one image chart."""
     from runner.mlflow_images import image_timelines
     from tests.conftest import TINY_TRAIN
 
@@ -170,5 +171,36 @@ def test_a_sweeps_children_show_their_probe_images_as_image_charts_with_a_step_s
             page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 0"
                                    " && !i.src.startsWith('data:'))", timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / f"sweep_child{index}_probe_chart.png"))
-    report(f"MLflow UI in headless Chromium: image chart {key} on both children's Model metrics tab; "
-           f"screenshots in {SCREENSHOTS.relative_to(REPO)}/sweep_child*_probe_chart.png")
+
+        # the runs table's chart view compares the runs the table shows; it folds a sweep's children under
+        # their parent's row (a searchFilter on the parent's id did not unfold them), so unfold it
+        parent = client.get_run(children[0].data.tags["mlflow.parentRunId"])
+        page.goto(f"{server.uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+                  "&compareRunsMode=CHART", wait_until="load")
+        parent_row = page.locator(".ag-row").filter(has_text=parent.info.run_name[:40])
+        parent_row.locator("button").first.click(timeout=60_000)  # the row's expander
+        card = page.wait_for_function(SMALLEST_CARD_WITH_PICTURES, arg=[key, len(children)], timeout=90_000)
+        chart = card.json_value()
+        page.screenshot(path=str(SCREENSHOTS / "sweep_children_in_one_image_chart.png"))
+    assert chart["text"].count(key) == 1, chart  # one chart ...
+    for child in children:  # ... with each child's picture
+        assert sum(f"run_uuid={child.info.run_id}" in source for source in chart["pictures"]) == 1, chart
+    report(f"MLflow UI in headless Chromium: image chart {key} on both children's Model metrics tab, and one "
+           f"chart-view image chart with both children's pictures; screenshots in "
+           f"{SCREENSHOTS.relative_to(REPO)}/sweep_child*_probe_chart.png, sweep_children_in_one_image_chart.png")
+
+
+#: the smallest element around a chart title ``key`` holding ``count`` decoded pictures (not the UI's
+#: data: icons): its text and the pictures' addresses; null until the chart has drawn them
+SMALLEST_CARD_WITH_PICTURES = """([key, count]) => {
+  const titles = [...document.querySelectorAll('body *')].filter(
+      e => e.childElementCount === 0 && e.textContent.trim() === key);
+  for (const title of titles) {
+    for (let card = title.parentElement; card; card = card.parentElement) {
+      const pictures = [...card.querySelectorAll('img')].filter(
+          i => i.complete && i.naturalWidth > 0 && !i.src.startsWith('data:'));
+      if (pictures.length >= count) return {text: card.innerText, pictures: pictures.map(i => i.src)};
+    }
+  }
+  return null;
+}"""

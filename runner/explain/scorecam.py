@@ -6,7 +6,7 @@ Networks", CVPR workshops, arXiv:1910.01279), and Faster Score-CAM (tabayashi011
     w   = softmax_c(s)                 L = ReLU(sum_c w_c A_c)
 
 Gradient-free. The masked passes run batched, ``batch_size`` masked images at a time, inside the engine's
-one compiled pass. ``max_channels`` keeps, per image, the channels of largest spatial variance (Faster
+one compiled pass; at a terminal a progress bar counts the masked images (``runner.terminal.CompiledProgress``). ``max_channels`` keeps, per image, the channels of largest spatial variance (Faster
 Score-CAM); None keeps all. The paper's baseline term S(x_b) is the same for every channel, so the softmax
 leaves it out.
 """
@@ -19,6 +19,7 @@ from typing import Optional
 from runner.errors import ConvlabError
 from runner.explain.base import Method
 from runner.explain.targets import chosen_targets
+from runner.terminal import CompiledProgress
 from runner.validation import bounded
 
 
@@ -42,6 +43,9 @@ class ScoreCAM(Method):
             raise ConvlabError(f"task.method.max_channels={self.max_channels} is outside 1..{channels}: layer "
                                f"{engine.layer!r} has {channels} channels",
                                fix=f"use task.method.max_channels between 1 and {channels}, or null for all")
+
+    def setup(self, engine):
+        self.progress = CompiledProgress("mask")  # not a setting: no dataclass field
 
     def compute(self, engine, images, requested):
         import tensorflow as tf
@@ -81,8 +85,9 @@ class ScoreCAM(Method):
             high = tf.reduce_max(masks, axis=(1, 2, 3), keepdims=True)
             masks = tf.math.divide_no_nan(masks - low, high - low)
             _, _, masked_scores = engine.forward(tf.gather(images, image_index) * masks)
-            collected = collected.write(collected.size(),
-                                        tf.gather(masked_scores, tf.gather(targets, image_index), batch_dims=1))
+            batch_scores = tf.gather(masked_scores, tf.gather(targets, image_index), batch_dims=1)
+            collected = collected.write(collected.size(), batch_scores)
+            self.progress.advance(tf.size(index), pairs, after=batch_scores)
         return tf.reshape(collected.concat(), (-1, channels))
 
 

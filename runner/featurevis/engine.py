@@ -24,7 +24,7 @@ class Recipe:
     redirected_relu_steps: int = 0  # the first steps climb through redirected ReLUs  (redirect)
 
 
-def climber(target: "keras.Model", recipe: Recipe) -> Callable:
+def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
     """A tf.function ``climb(variables, seed) -> (images, objectives [batch x steps])`` running every step.
 
     At each step the parameterization's pixels go through the transforms (drawn from ``seed`` and the
@@ -34,7 +34,7 @@ def climber(target: "keras.Model", recipe: Recipe) -> Callable:
     ``redirected_relu_steps`` steps run through a copy of ``target`` with redirected ReLU gradients
     (``redirect``), the rest through ``target``. ``objectives[i, s]`` is image i's objective (without the
     penalty) before step s (what the book records); ``images`` are the final variables' pixels,
-    untransformed.
+    untransformed. ``progress`` (a ``runner.terminal.CompiledProgress``) counts the steps at a terminal.
     """
     import tensorflow as tf
 
@@ -64,6 +64,8 @@ def climber(target: "keras.Model", recipe: Recipe) -> Callable:
             grads = tape.gradient(total, variables)
             variables, state = rule.update(variables, grads, state, step)
             objectives = objectives.write(step, objective)
+            if progress is not None:
+                progress.advance(1, recipe.steps, after=variables)
         return variables, state, objectives
 
     @tf.function
