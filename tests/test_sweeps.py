@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from runner.cli import CONFIG_DIR
 from runner.liveness import PID_TAG
 from runner.reproduce import SWEEP_ARGS_TAG, sweep_rerun_args
 from runner.sweeps import (IMPORTANCES_PLOT, IMPORTANCES_TABLE, NO_IMPORTANCES_TAG, Sweep, UnknownObjective, best_run,
                            children, log_param_importances, objective, summary_rows, tell_story)
+from runner.tracking import PARENT_ENV, SweepParentRun
 from tests.conftest import REPO, all_runs, compose_config
 from tests.infra import unavailable
 from tests.quadratic_task import OPTIMUM_Y, score
@@ -242,6 +248,31 @@ def test_parallel_optuna_trials_through_joblib_nest_under_one_parent(run_cli, ml
     assert len(jobs) == 2 and {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
     assert len({j.data.tags[PID_TAG] for j in jobs}) == 2  # two processes at once: one batch of two trials
     assert parent.info.status == "FINISHED" and parent.data.tags["convlab.best_run_id"] in {j.info.run_id for j in jobs}
+
+
+def test_a_sweep_whose_parent_run_cannot_be_created_stops_before_its_first_job(tracking, monkeypatch, capsys):
+    def refuse(*args, **kwargs):  # what PostgreSQL said to a parent run name over 250 characters
+        raise MlflowException("(psycopg.errors.StringDataRightTruncation) value too long for type character "
+                              "varying(250)")
+
+    monkeypatch.setattr(MlflowClient, "create_run", refuse)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    uri = mlflow.get_tracking_uri()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the sweep's jobs are composed in it
+        config = compose("config", overrides=[f"tracking.uri={uri}", "tracking.experiment=refused"],
+                         return_hydra_config=True)
+        with pytest.raises(SystemExit) as exited:
+            SweepParentRun().on_multirun_start(config=config)
+
+    assert exited.value.code == 1  # Hydra starts no job: a SystemExit is not turned into a warning
+    stderr = capsys.readouterr().err
+    assert f"[convlab] the sweep's parent run cannot be created in {uri}: MlflowException: " in stderr
+    assert "value too long for type character varying(250)" in stderr and "fix: no job was started" in stderr
+    assert PARENT_ENV not in os.environ
+    refused = MlflowClient().get_experiment_by_name("refused")
+    assert refused is None or not MlflowClient().search_runs([refused.experiment_id])
 
 
 def test_convlab_rerun_of_a_sweep_parent_runs_the_sweep_again_with_its_overrides(tracking):
