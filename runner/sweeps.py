@@ -354,8 +354,10 @@ def importance_study(sweep: Sweep, runs: list):
     except ImportError:
         return None, "scikit-learn is not installed (Optuna's importance evaluators need it): pip install scikit-learn"
     distributions = _distributions(sweep.search_space)
-    trials = [trial for run in runs if (trial := _trial(run, distributions, sweep.objective)) is not None
-              and trial.state == optuna.trial.TrialState.COMPLETE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "create_trial is experimental"
+        trials = [trial for run in runs if (trial := _trial(run, distributions, sweep.objective)) is not None
+                  and trial.state == optuna.trial.TrialState.COMPLETE]
     if len(trials) < 2:
         return None, f"{len(trials)} finished trial(s) in the search space; importances need 2"
     if all(len({trial.params[name] for trial in trials}) < 2 for name in distributions):
