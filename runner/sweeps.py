@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from unittest import mock
 
 import mlflow
@@ -61,6 +61,7 @@ class Sweep:
     direction: str = "maximize"
     optuna: bool = False
     study: str | None = None  # Optuna: the study's name, from the sweep's config hash
+    search_space: list[str] = field(default_factory=list)  # Optuna: its params and fixed overrides, as overrides
 
 
 def sweep_of(config: DictConfig, swept_keys: list[str]) -> Sweep:
@@ -74,6 +75,7 @@ def sweep_of(config: DictConfig, swept_keys: list[str]) -> Sweep:
     sweep = Sweep(None, list(dict.fromkeys([*params, *swept_keys])), config.get("optimized_metric"),
                   str(direction).rsplit(".", 1)[-1].lower(), optuna)
     if optuna:
+        sweep.search_space = _search_space(config)
         sweep.study = study_name(config, sweep)
     return sweep
 
@@ -93,7 +95,7 @@ def study_name(config: DictConfig, sweep: Sweep) -> str:
 
     sweeper = config.hydra.sweeper
     sampler = OmegaConf.to_container(sweeper.sampler, resolve=True) if sweeper.get("sampler") else None
-    identity = {"job": config_hash(config), "params": _search_space(config), "sampler": sampler,
+    identity = {"job": config_hash(config), "params": sweep.search_space, "sampler": sampler,
                 "objective": sweep.objective, "direction": sweep.direction}
     return "convlab-" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -122,7 +124,7 @@ def continue_study(config: DictConfig, sweep: Sweep) -> None:
         sweeper.n_trials = max(0, int(sweeper.n_trials) - done)
         sweeper.storage = {"_target_": f"{__name__}.study_storage", "parent_run_id": sweep.parent_id,
                            "study": sweep.study, "objective": sweep.objective, "direction": sweep.direction,
-                           "search_space": _search_space(config)}
+                           "search_space": sweep.search_space}
     if done:
         print(f"[convlab] resume: study {sweep.study} has {done} trial(s) in run {sweep.parent_id}; "
               f"{sweeper.n_trials} more to reach hydra.sweeper.n_trials", file=sys.stderr)
@@ -133,9 +135,8 @@ def study_storage(parent_run_id: str, study: str, objective: str | None, directi
 
     Optuna 2.10's RDB storage fails on SQLAlchemy 2 (MLflow's); MLflow's runs are the durable record instead."""
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    distributions, _ = create_params_from_overrides(search_space)
+    distributions = _distributions(search_space)
     storage = optuna.storages.InMemoryStorage()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "add_trial / create_trial is experimental"
@@ -145,6 +146,14 @@ def study_storage(parent_run_id: str, study: str, objective: str | None, directi
             if trial is not None:
                 created.add_trial(trial)
     return storage
+
+
+def _distributions(search_space: list[str]) -> dict:
+    """Optuna's distributions of the searched keys, read from the overrides as the Optuna sweeper reads them."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    distributions, _ = create_params_from_overrides(search_space)
+    return distributions
 
 
 def _trial(run, distributions: dict, objective: str | None):
@@ -227,8 +236,8 @@ def _finite(value) -> bool:
 
 def tell_story(sweep: Sweep) -> None:
     """At the end of a sweep: its children as a table (+ ``sweep/summary.csv``), the objective against each
-    swept value, Optuna's optimization history, the best child as tags and metrics, and the pictures that
-    the children logged under the same names side by side."""
+    swept value, Optuna's optimization history and parameter importances, the best child as tags and metrics,
+    and the pictures that the children logged under the same names side by side."""
     import pandas as pd
 
     runs = children(sweep.parent_id)
@@ -245,6 +254,7 @@ def tell_story(sweep: Sweep) -> None:
                               f"sweep/objective_vs_{_file_name(key)}.png")
         if sweep.optuna:
             client.log_figure(sweep.parent_id, optimization_history(rows, sweep), "sweep/optimization_history.png")
+            log_param_importances(sweep, runs)
     best = best_run(sweep, runs)
     if best is not None:
         client.set_tag(sweep.parent_id, "convlab.best_run_id", best.info.run_id)
@@ -303,6 +313,87 @@ def optimization_history(rows: list[dict], sweep: Sweep):
     figure.set_layout_engine("constrained")
     import matplotlib.pyplot as plt
 
+    plt.close(figure)
+    return figure
+
+
+#: why a parent run has no parameter importances (too few finished trials, no scikit-learn, ...)
+NO_IMPORTANCES_TAG = "convlab.no_param_importances"
+IMPORTANCES_TABLE = "sweep/param_importances.json"
+IMPORTANCES_PLOT = "sweep/param_importances.png"
+#: the evaluator's random forest is seeded: the same children give the same importances
+IMPORTANCE_SEED = 0
+
+
+def log_param_importances(sweep: Sweep, runs: list) -> None:
+    """Optuna's parameter importances of the finished children: a table (param, importance) and a bar
+    chart; where there can be none, the tag :data:`NO_IMPORTANCES_TAG` and one line saying why."""
+    import pandas as pd
+
+    client = MlflowClient()
+    study, why_not = importance_study(sweep, runs)
+    if study is None:
+        client.set_tag(sweep.parent_id, NO_IMPORTANCES_TAG, why_not)
+        print(f"[convlab] sweep parent run {sweep.parent_id}: no parameter importances ({why_not})", file=sys.stderr)
+        return
+    importances = param_importances(study)
+    mlflow.log_table(pd.DataFrame({"param": list(importances), "importance": list(importances.values())}),
+                     IMPORTANCES_TABLE, run_id=sweep.parent_id)
+    client.log_figure(sweep.parent_id, importance_bars(importances, sweep.objective), IMPORTANCES_PLOT)
+    if NO_IMPORTANCES_TAG in client.get_run(sweep.parent_id).data.tags:  # said when the sweep ended before a resume
+        client.delete_tag(sweep.parent_id, NO_IMPORTANCES_TAG)
+
+
+def importance_study(sweep: Sweep, runs: list):
+    """(an Optuna study of the finished children in the search space, None) or (None, why there is none):
+    importances need scikit-learn, two finished trials, a searched value that varies and an objective that does."""
+    import optuna
+
+    try:
+        import sklearn  # noqa: F401 - Optuna's importance evaluators fit scikit-learn's random forests
+    except ImportError:
+        return None, "scikit-learn is not installed (Optuna's importance evaluators need it): pip install scikit-learn"
+    distributions = _distributions(sweep.search_space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "create_trial is experimental"
+        trials = [trial for run in runs if (trial := _trial(run, distributions, sweep.objective)) is not None
+                  and trial.state == optuna.trial.TrialState.COMPLETE]
+    if len(trials) < 2:
+        return None, f"{len(trials)} finished trial(s) in the search space; importances need 2"
+    if all(len({trial.params[name] for trial in trials}) < 2 for name in distributions):
+        return None, "no searched parameter took two values in the finished trials"
+    if len({trial.value for trial in trials}) < 2:
+        return None, f"{sweep.objective} is {trials[0].value} in every finished trial: nothing to attribute"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "add_trials is experimental"
+        study = optuna.create_study(direction=sweep.direction)
+        study.add_trials(trials)
+    return study, None
+
+
+def param_importances(study) -> dict[str, float]:
+    """Optuna's importances of the study's parameters (``optuna.importance.get_param_importances``; they sum
+    to 1, largest first).
+
+    With Optuna's mean-decrease-in-impurity evaluator, not its default fANOVA: Optuna 2.10's fANOVA reads
+    scikit-learn's tree node values as scalars, which NumPy 2 refuses ("setting an array element with a
+    sequence"), and the sweeper plugin pins optuna<3."""
+    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
+
+    return dict(get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=IMPORTANCE_SEED)))
+
+
+def importance_bars(importances: dict[str, float], objective_name: str):
+    """The importances as horizontal bars, the largest on top, each labelled with its value: Optuna's own
+    ``plot_param_importances`` in 2.10 calls ``matplotlib.cm.get_cmap``, which Matplotlib 3.9 removed."""
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    figure, axes = plt.subplots(figsize=(5, 1.2 + 0.4 * len(names)), layout="constrained")
+    bars = axes.barh(names, [importances[name] for name in names], color="tab:blue")
+    axes.bar_label(bars, fmt="%.2f", padding=2)
+    axes.set(xlabel=f"importance for {objective_name}", xlim=(0, 1.1), title="parameter importances")
+    axes.grid(axis="x", alpha=0.3)
     plt.close(figure)
     return figure
 

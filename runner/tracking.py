@@ -626,7 +626,26 @@ def _copy_env_into_jobs(config: DictConfig) -> None:
 SWEEP_ARGS_TAG = reproduce.SWEEP_ARGS_TAG
 
 
-def _open_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) -> str:
+class SweepParentUnavailable(ConvlabError):
+    """The store refused the sweep's parent run: without it the jobs would run with no summary to nest under."""
+
+
+def _open_parent(config: DictConfig, sweep: sweeps.Sweep) -> str:
+    """The sweep's parent run (:func:`_create_parent`), or a :class:`SweepParentUnavailable` naming the cause,
+    before any job starts."""
+    try:
+        experiment_id = mlflow_ui.set_experiment(config.tracking.experiment).experiment_id
+        return _create_parent(config, experiment_id, sweep)
+    except ConvlabError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the store said, the sweep cannot be recorded
+        raise SweepParentUnavailable(
+            f"the sweep's parent run cannot be created in {redact(config.tracking.uri)}: {failure_reason(error)}",
+            fix="no job was started; make the tracking store accept new runs (its permissions, disk space, or "
+                "the server's log), or point tracking.uri / MLFLOW_TRACKING_URI at another store") from None
+
+
+def _create_parent(config: DictConfig, experiment_id: str, sweep: sweeps.Sweep) -> str:
     """A new parent run for the sweep; ``resume=true`` on an Optuna sweep reopens its study's earlier one."""
     client = MlflowClient()
     earlier = sweeps.parent_of_study(experiment_id, sweep.study) if sweep.study and config.resume else None
@@ -669,13 +688,12 @@ class SweepParentRun(Callback):
         try:
             validation.check_sweep(config)  # every job's settings, before the parent run exists
             _use_tracking(config)
+            self.sweep = sweeps.sweep_of(config, _swept_keys(list(config.hydra.overrides.task)))
+            self.parent_id = self.sweep.parent_id = _open_parent(config, self.sweep)
         except ConvlabError as error:  # Hydra would turn it into a warning and start the jobs
             shown = redact(str(error))
             print(shown if isinstance(error, validation.ConfigError) else f"[convlab] {shown}", file=sys.stderr)
             raise SystemExit(1) from None
-        experiment = mlflow_ui.set_experiment(config.tracking.experiment)
-        self.sweep = sweeps.sweep_of(config, _swept_keys(list(config.hydra.overrides.task)))
-        self.parent_id = self.sweep.parent_id = _open_parent(config, experiment.experiment_id, self.sweep)
         os.environ[PARENT_ENV] = self.parent_id
         os.environ[SWEEP_KEYS_ENV] = ",".join(self.sweep.swept_keys)  # with the sweeper's search space: Optuna's
         if self.sweep.optuna:

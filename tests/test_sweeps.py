@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from runner.cli import CONFIG_DIR
 from runner.liveness import PID_TAG
 from runner.reproduce import SWEEP_ARGS_TAG, sweep_rerun_args
-from runner.sweeps import Sweep, UnknownObjective, best_run, children, objective, summary_rows, tell_story
+from runner.sweeps import (IMPORTANCES_PLOT, IMPORTANCES_TABLE, NO_IMPORTANCES_TAG, Sweep, UnknownObjective, best_run,
+                           children, log_param_importances, objective, summary_rows, tell_story)
+from runner.tracking import PARENT_ENV, SweepParentRun
 from tests.conftest import REPO, all_runs, compose_config
 from tests.infra import unavailable
-from tests.quadratic_task import score
+from tests.quadratic_task import OPTIMUM_Y, score
 
 #: a task with a known optimum (tests/quadratic_task.py), cheap enough for a sweep of several trials
 QUADRATIC = [f"hydra.searchpath=[file://{REPO}/tests/conf]", "task=quadratic", "dataset.limit=8"]
@@ -66,24 +74,29 @@ def test_an_unknown_objective_fails_the_first_job_of_a_sweep_and_stops_it(run_cl
 # ------------------------------------------------------------------------- the parent run's story
 
 
-def _sweep_with_children(values: list[float | None], optuna: bool = True) -> Sweep:
-    """A parent run and one child per value of ``task.x`` (None: a FAILED child), each with ``score`` and the
-    same picture ``plots/score.png``, logged as convlab's jobs log them."""
+#: the Optuna sweeper's search space of tests/conf/hparams_search/quadratic_optuna.yaml, with y searched too
+SEARCH_SPACE = ["task.x=interval(0.0, 1.0)", "task.y=interval(0.0, 1.0)", "dataset.limit=8"]
+
+
+def _sweep_with_children(values: list[float | None], optuna: bool = True, ys: list[float] | None = None) -> Sweep:
+    """A parent run and one child per value of ``task.x`` (None: a FAILED child) and of ``task.y`` (``ys``, else
+    its optimum), each with ``score`` and the same picture ``plots/score.png``, logged as convlab's jobs log them."""
     import numpy as np
 
     client = MlflowClient()
     experiment = mlflow.set_experiment("story")
     parent = client.create_run(experiment.experiment_id, tags={"convlab.sweep": "true"})
-    for x in values:
+    for x, y in zip(values, ys or [OPTIMUM_Y] * len(values)):
         with mlflow.start_run(experiment_id=experiment.experiment_id, parent_run_id=parent.info.run_id,
                               nested=True):
-            mlflow.log_params({"task.x": 0.9 if x is None else x, "model.name": "small_convnet"})
+            mlflow.log_params({"task.x": 0.9 if x is None else x, "task.y": y, "model.name": "small_convnet"})
             if x is None:
                 mlflow.end_run("FAILED")
                 continue
-            mlflow.log_metrics({"score": score(x), "test_accuracy": 0.5})
-            mlflow.log_image(np.full((8, 8, 3), int(255 * score(x)), np.uint8), "plots/score.png")
-    return Sweep(parent.info.run_id, ["task.x"], "score", "maximize", optuna)
+            mlflow.log_metrics({"score": score(x, y), "test_accuracy": 0.5})
+            mlflow.log_image(np.full((8, 8, 3), int(255 * score(x, y)), np.uint8), "plots/score.png")
+    return Sweep(parent.info.run_id, ["task.x", "task.y"] if ys else ["task.x"], "score", "maximize", optuna,
+                 search_space=SEARCH_SPACE if optuna else [])
 
 
 def _artifacts(run_id: str, folder: str | None = None, client: MlflowClient | None = None) -> set[str]:
@@ -114,6 +127,45 @@ def test_the_parent_tells_the_story_of_its_children(tracking):
         ["FINISHED", "0.9"], ["FINISHED", "0.5"], ["FAILED", "0.9"], ["FINISHED", "0.3"], ["FINISHED", "0.0"]]
     table = mlflow.load_table("sweep/children.json", run_ids=[sweep.parent_id])
     assert list(table["status"]).count("FAILED") == 1 and len(table) == len(values)
+
+
+@pytest.mark.search
+def test_the_parameter_that_moves_the_objective_gets_the_larger_importance(tracking):
+    _require_optuna()
+    grid = [(x, y) for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1.0)]  # x moves the score by 0.45, y by 0.025
+    sweep = _sweep_with_children([x for x, _ in grid], ys=[y for _, y in grid])
+    log_param_importances(sweep, children(sweep.parent_id))
+
+    table = mlflow.load_table(IMPORTANCES_TABLE, run_ids=[sweep.parent_id])
+    importances = dict(zip(table["param"], table["importance"]))
+    assert set(importances) == {"task.x", "task.y"} and math.isclose(sum(importances.values()), 1.0)
+    assert importances["task.x"] > importances["task.y"]
+    assert IMPORTANCES_PLOT in _artifacts(sweep.parent_id)
+    assert NO_IMPORTANCES_TAG not in MlflowClient().get_run(sweep.parent_id).data.tags
+
+
+@pytest.mark.search
+def test_without_importances_the_parent_says_why_and_still_shows_the_rest(tracking, monkeypatch):
+    _require_optuna()
+    one_finished = _sweep_with_children([0.5, None])
+    nothing_varies = _sweep_with_children([0.3, 0.3])
+    same_score = _sweep_with_children([0.3, 0.3], ys=[0.0, 1.0])  # y varies, the score does not
+    no_sklearn = _sweep_with_children([0.1, 0.9])
+    for sweep in (one_finished, nothing_varies, same_score):
+        log_param_importances(sweep, children(sweep.parent_id))
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as on a machine without scikit-learn
+    tell_story(no_sklearn)
+
+    def why_not(sweep):
+        return MlflowClient().get_run(sweep.parent_id).data.tags[NO_IMPORTANCES_TAG]
+
+    assert why_not(one_finished) == "1 finished trial(s) in the search space; importances need 2"
+    assert why_not(nothing_varies) == "no searched parameter took two values in the finished trials"
+    assert why_not(same_score).startswith(f"score is {score(0.3, 0.0)} in every finished trial")
+    assert why_not(no_sklearn).startswith("scikit-learn is not installed")
+    assert not any(IMPORTANCES_PLOT in _artifacts(sweep.parent_id)
+                   for sweep in (one_finished, nothing_varies, same_score, no_sklearn))
+    assert {"sweep/optimization_history.png", "sweep/objective_vs_task.x.png"} <= _artifacts(no_sklearn.parent_id)
 
 
 def test_a_minimized_objective_picks_the_smallest_and_failed_children_never_win(tracking):
@@ -165,7 +217,7 @@ def test_an_optuna_sweep_beats_its_first_trial_survives_a_failed_one_and_resumes
     assert best > first.data.metrics["score"]  # TPE improved on the first trial
     assert best == max(j.data.metrics.get("score", -1) for j in jobs)
     assert mlflow_client.get_run(parent.data.tags["convlab.best_run_id"]).data.metrics["score"] == best
-    assert {"sweep/summary.csv", "sweep/children.json", "sweep/objective_vs_task.x.png",
+    assert {"sweep/summary.csv", "sweep/children.json", "sweep/objective_vs_task.x.png", IMPORTANCES_PLOT,
             "sweep/optimization_history.png", "sweep/side_by_side/plots_score.png"} <= _artifacts(parent.info.run_id,
                                                                                                 client=mlflow_client)
     study = parent.data.tags["convlab.study"]
@@ -198,6 +250,31 @@ def test_parallel_optuna_trials_through_joblib_nest_under_one_parent(run_cli, ml
     assert parent.info.status == "FINISHED" and parent.data.tags["convlab.best_run_id"] in {j.info.run_id for j in jobs}
 
 
+def test_a_sweep_whose_parent_run_cannot_be_created_stops_before_its_first_job(tracking, monkeypatch, capsys):
+    def refuse(*args, **kwargs):  # what PostgreSQL said to a parent run name over 250 characters
+        raise MlflowException("(psycopg.errors.StringDataRightTruncation) value too long for type character "
+                              "varying(250)")
+
+    monkeypatch.setattr(MlflowClient, "create_run", refuse)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    uri = mlflow.get_tracking_uri()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the sweep's jobs are composed in it
+        config = compose("config", overrides=[f"tracking.uri={uri}", "tracking.experiment=refused"],
+                         return_hydra_config=True)
+        with pytest.raises(SystemExit) as exited:
+            SweepParentRun().on_multirun_start(config=config)
+
+    assert exited.value.code == 1  # Hydra starts no job: a SystemExit is not turned into a warning
+    stderr = capsys.readouterr().err
+    assert f"[convlab] the sweep's parent run cannot be created in {uri}: MlflowException: " in stderr
+    assert "value too long for type character varying(250)" in stderr and "fix: no job was started" in stderr
+    assert PARENT_ENV not in os.environ
+    refused = MlflowClient().get_experiment_by_name("refused")
+    assert refused is None or not MlflowClient().search_runs([refused.experiment_id])
+
+
 def test_convlab_rerun_of_a_sweep_parent_runs_the_sweep_again_with_its_overrides(tracking):
     experiment = mlflow.set_experiment("rerun-sweep")
     recorded = ["hparams_search=scratch_optuna", "quick=true", "resume=true", "task.x=interval(0, 1)"]
@@ -221,7 +298,7 @@ def test_the_search_presets_compose_a_seeded_tpe_study_with_a_quick_size(preset)
     assert sweeper.sampler.seed == quick.seed and sweeper.direction == "maximize"
     assert quick.optimized_metric == "best_val_accuracy" and len(sweeper.params) >= 2
     assert 3 <= sweeper.n_trials <= 4 < full.hydra.sweeper.n_trials
-    assert quick.dataset.limit == 16 and full.dataset.limit is None  # the quick size shrinks the job too
+    assert quick.dataset.limit <= 16 and full.dataset.limit is None  # the quick size shrinks the job too
 
 
 def test_the_filters_search_preset_climbs_lucids_recipe_and_maximizes_a_metric_the_filters_task_logs():
@@ -241,14 +318,16 @@ def test_the_filters_search_preset_climbs_lucids_recipe_and_maximizes_a_metric_t
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.search
-@pytest.mark.parametrize("preset", ["scratch_optuna", "filters_optuna"])
+@pytest.mark.parametrize("preset", ["scratch_optuna", "filters_optuna", "finetune_optuna"])
 def test_a_search_presets_quick_size_runs_its_trials_and_names_the_best(run_cli, mlflow_client, preset):
     _require_optuna()
     run_cli("-m", f"hparams_search={preset}", "quick=true")
 
     [parent], jobs = _sweep_runs(mlflow_client)
     assert parent.info.status == "FINISHED" and len(jobs) == 3 and all(j.info.status == "FINISHED" for j in jobs)
-    metric = compose_config([f"hparams_search={preset}", "quick=true"]).optimized_metric
+    quick = compose_config([f"hparams_search={preset}", "quick=true"])
+    metric = quick.optimized_metric
+    assert any(len({j.data.params[key] for j in jobs}) == 3 for key in quick.hydra.sweeper.params)  # searched
     best = mlflow_client.get_run(parent.data.tags["convlab.best_run_id"])
     assert float(parent.data.tags["convlab.best_value"]) == best.data.metrics[metric] == max(
         j.data.metrics[metric] for j in jobs)
