@@ -171,7 +171,6 @@ def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: i
         return lambda: run(tf.constant(start)).numpy()
 
     resize = (lambda images: tf.image.resize(images, (size, size)))
-    image_jit = tf.function(fourier.image, jit_compile=True)
 
     @tf.function
     def adam_steps(start):
@@ -194,12 +193,33 @@ def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: i
                 image = one_image_step(image, tf.constant(index))
             image.numpy()
 
+    def chunked(chunk):
+        """The target model's forward + input gradient ``chunk`` images at a time, chunk after chunk in a
+        loop of the tf.function (image i still reads channel i), ``steps`` times."""
+        @tf.function
+        def run(images):
+            for _ in tf.range(steps):
+                grads = tf.TensorArray(tf.float32, size=filters // chunk)
+                for k in tf.range(filters // chunk):
+                    piece = images[k * chunk:(k + 1) * chunk]
+                    with tf.GradientTape() as tape:
+                        tape.watch(piece)
+                        total = tf.reduce_sum(channel(target(piece, training=False)[..., k * chunk:(k + 1) * chunk]))
+                    grads = grads.write(k, tape.gradient(total, piece))
+                images = images + 1e-6 * tf.reshape(grads.stack(), tf.shape(images))
+            return images
+
+        return lambda: run(tf.constant(pixels)).numpy()
+
     climb = climber(target, Recipe(objective=channel, param=fourier, step_rule=adam, steps=steps,
                                    transforms=standard))
+    before = climber(target, Recipe(objective=channel, param=_OpByOpFourier(), step_rule=adam, steps=steps,
+                                    transforms=transforms.compose(standard.pieces())))
     timers = {
         "whole climb (batched)": lambda: climb(variables, 0)[0].numpy(),
-        "fourier image": looped(lambda v, seed: fourier.image(v), variables),
-        "fourier image, XLA": looped(lambda v, seed: image_jit(v), variables),
+        "whole climb, before (2 warps, no XLA)": lambda: before(variables, 0)[0].numpy(),
+        "fourier image, op by op": looped(lambda v, seed: params.fourier_image(v), variables),
+        "fourier image, XLA (as used)": looped(lambda v, seed: fourier.image(v), variables),
         "transforms in sequence + resize": looped(
             lambda x, seed: resize(transforms.compose(standard.pieces())(x, seed)), pixels),
         "transforms, one warp + resize": looped(lambda x, seed: resize(standard(x, seed)), pixels),
@@ -207,6 +227,7 @@ def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: i
         "target model": looped(lambda x, seed: channel(target(x, training=False)), pixels),
         "its Conv2D convolutions alone": convolutions_alone(target, filters, steps),
         "target model, 1 image x filters": one_image_calls,
+        **{f"target model, chunks of {chunk} in a loop": chunked(chunk) for chunk in (1, 4, 8) if filters % chunk == 0},
         "adam": lambda: adam_steps(tf.constant(variables)).numpy(),
     }
     load_before = os.getloadavg()
@@ -214,6 +235,15 @@ def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: i
     return {"filters": filters, "size": size, "steps": steps, "layer": LAYER,
             "seconds_per_step": {name: value / steps for name, value in seconds.items()},
             "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+class _OpByOpFourier:
+    """The Fourier image as it was computed before XLA compiled it (for the "before" climb)."""
+
+    def image(self, variables):
+        from runner.featurevis import params
+
+        return params.fourier_image(variables)
 
 
 def _print_pieces(results: dict) -> None:

@@ -102,11 +102,11 @@ class Fourier:
 def _compiled_fourier_image():
     import tensorflow as tf
 
-    return tf.function(_fourier_image, jit_compile=True)
+    return tf.function(fourier_image, jit_compile=True)
 
 
-def _fourier_image(variables, decorrelate: bool, decay_power: float):
-    """``Fourier.image``'s computation."""
+def fourier_image(variables, decorrelate: bool = True, decay_power: float = 1.0):
+    """``Fourier.image``'s computation, op by op (what XLA compiles)."""
     import tensorflow as tf
 
     height = width = variables.shape[2]
