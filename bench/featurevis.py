@@ -132,11 +132,140 @@ def _print(results: dict) -> None:
           f"roofline ({results['batched_gflops'] / results['roofline_gflops']:.2f})")
 
 
+def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: int = 2) -> dict:
+    """Seconds per step of each piece of the batched lucid step, forward + gradient, on the workload's
+    shapes: each piece in its own tf.function looping ``steps`` times (its input carried through the loop),
+    timed alternately in one run with the whole compiled climb; and the target model's forward + input
+    gradient on one image called ``filters`` times (what the per-filter loop runs) beside one batch of
+    ``filters`` images."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.filters_bench import best_seconds_alternating, convolutions_alone
+    from runner.featurevis import objectives, params, steps as step_rules, transforms
+    from runner.featurevis.engine import Recipe, climber
+    from runner.featurevis.target import at_input_size, target_model
+    from runner.models.mobilenet_v2 import MobileNetV2
+
+    network = at_input_size(MobileNetV2().build(), size)
+    target = target_model(network, LAYER, list(range(filters)), preactivation=True)
+    whole = target_model(network, LAYER, None, preactivation=True)
+    fourier, standard, adam = params.Fourier(decorrelate=True), transforms.Standard(), step_rules.Adam(0.05)
+    np.random.seed(0)
+    variables = fourier.initial(filters, size, 3)
+    pixels = fourier.image(tf.constant(variables)).numpy()
+    moved = standard(tf.constant(pixels), tf.constant([0, 0])).numpy()
+    channel = objectives.Channel()
+
+    def looped(function, start):
+        """``steps`` times: start += 1e-6 * d sum(function(start)) / d start, in one tf.function."""
+        @tf.function
+        def run(start):
+            for step in tf.range(steps):
+                with tf.GradientTape() as tape:
+                    tape.watch(start)
+                    total = tf.reduce_sum(function(start, tf.stack([0, step])))
+                start = start + 1e-6 * tape.gradient(total, start)
+            return start
+
+        return lambda: run(tf.constant(start)).numpy()
+
+    resize = (lambda images: tf.image.resize(images, (size, size)))
+
+    @tf.function
+    def adam_steps(start):
+        state = adam.initial_state(start)
+        for step in tf.range(steps):
+            start, state = adam.update(start, start * 1e-3, state, step)
+        return start
+
+    @tf.function
+    def one_image_step(image, filter_index):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            total = tf.reduce_mean(whole(image, training=False)[..., filter_index])
+        return image + 1e-6 * tape.gradient(total, image)
+
+    def one_image_calls():
+        for index in range(filters):
+            image = tf.constant(pixels[index:index + 1])
+            for _ in range(steps):
+                image = one_image_step(image, tf.constant(index))
+            image.numpy()
+
+    def chunked(chunk):
+        """The target model's forward + input gradient ``chunk`` images at a time, chunk after chunk in a
+        loop of the tf.function (image i still reads channel i), ``steps`` times."""
+        @tf.function
+        def run(images):
+            for _ in tf.range(steps):
+                grads = tf.TensorArray(tf.float32, size=filters // chunk)
+                for k in tf.range(filters // chunk):
+                    piece = images[k * chunk:(k + 1) * chunk]
+                    with tf.GradientTape() as tape:
+                        tape.watch(piece)
+                        total = tf.reduce_sum(channel(target(piece, training=False)[..., k * chunk:(k + 1) * chunk]))
+                    grads = grads.write(k, tape.gradient(total, piece))
+                images = images + 1e-6 * tf.reshape(grads.stack(), tf.shape(images))
+            return images
+
+        return lambda: run(tf.constant(pixels)).numpy()
+
+    climb = climber(target, Recipe(objective=channel, param=fourier, step_rule=adam, steps=steps,
+                                   transforms=standard))
+    before = climber(target, Recipe(objective=channel, param=_OpByOpFourier(), step_rule=adam, steps=steps,
+                                    transforms=transforms.compose(standard.pieces())))
+    timers = {
+        "whole climb (batched)": lambda: climb(variables, 0)[0].numpy(),
+        "whole climb, before (2 warps, no XLA)": lambda: before(variables, 0)[0].numpy(),
+        "fourier image, op by op": looped(lambda v, seed: params.fourier_image(v), variables),
+        "fourier image, XLA (as used)": looped(lambda v, seed: fourier.image(v), variables),
+        "transforms in sequence + resize": looped(
+            lambda x, seed: resize(transforms.compose(standard.pieces())(x, seed)), pixels),
+        "transforms, one warp + resize": looped(lambda x, seed: resize(standard(x, seed)), pixels),
+        "resize alone": looped(lambda x, seed: resize(x), moved),
+        "target model": looped(lambda x, seed: channel(target(x, training=False)), pixels),
+        "its Conv2D convolutions alone": convolutions_alone(target, filters, steps),
+        "target model, 1 image x filters": one_image_calls,
+        **{f"target model, chunks of {chunk} in a loop": chunked(chunk) for chunk in (1, 4, 8) if filters % chunk == 0},
+        "adam": lambda: adam_steps(tf.constant(variables)).numpy(),
+    }
+    load_before = os.getloadavg()
+    seconds = best_seconds_alternating(timers, repeats)
+    return {"filters": filters, "size": size, "steps": steps, "layer": LAYER,
+            "seconds_per_step": {name: value / steps for name, value in seconds.items()},
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+class _OpByOpFourier:
+    """The Fourier image as it was computed before XLA compiled it (for the "before" climb)."""
+
+    def image(self, variables):
+        from runner.featurevis import params
+
+        return params.fourier_image(variables)
+
+
+def _print_pieces(results: dict) -> None:
+    before, after = (f"{results[key][0]:.1f}" for key in ("load_average_before", "load_average_after"))
+    print(f"pieces of the batched lucid step, MobileNetV2 {results['layer']}, {results['filters']} filters at "
+          f"{results['size']} px, {results['steps']} steps each; 1-min load average {before} before, {after} "
+          "after (2 cores); forward + gradient, s/step and share of the whole climb's step")
+    per_step = results["seconds_per_step"]
+    whole = per_step["whole climb (batched)"]
+    for name, seconds in per_step.items():
+        print(f"  {name:<34} {seconds:8.4f} s/step  {seconds / whole:6.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pieces", action="store_true", help="time the pieces of the batched step instead")
     arguments = parser.parse_args()
-    _print(bench_featurevis(arguments.steps, arguments.filters, arguments.size, arguments.repeats))
+    if arguments.pieces:
+        _print_pieces(bench_pieces(arguments.filters, arguments.size, arguments.steps, arguments.repeats))
+    else:
+        _print(bench_featurevis(arguments.steps, arguments.filters, arguments.size, arguments.repeats))

@@ -57,7 +57,7 @@ def bench_filters(layers: tuple[str, ...] = LAYERS, filters: int = 64, steps: in
         start = params.book_start(filters, size, 3)
         timers = {"batched": lambda: climb(start, 0)[0].numpy(),
                   "per_filter": _per_filter_loop(whole, baseline_filters, steps, size),
-                  "convolutions_alone": _convolutions_alone(truncated, filters, steps), **matmul}
+                  "convolutions_alone": convolutions_alone(truncated, filters, steps), **matmul}
         seconds = best_seconds_alternating(timers, repeats)
         best = {lib: min(best[lib], seconds[lib]) for lib in matmul}
         batched, per_filter = seconds["batched"] / filters, seconds["per_filter"] / baseline_filters
@@ -119,7 +119,7 @@ def _per_filter_loop(truncated, count: int, steps: int, size: int) -> Callable[[
     return loop
 
 
-def _convolutions_alone(model, batch: int, steps: int) -> Callable[[], None]:
+def convolutions_alone(model, batch: int, steps: int) -> Callable[[], None]:
     """The ascent's convolutions and nothing else, ``steps`` times: each Conv2D of ``model`` forward
     (with its bias and ReLU, which TensorFlow fuses into the convolution) and its input gradient, on
     random tensors of the shapes the ascent uses, in one tf.function. What TensorFlow's convolution

@@ -201,6 +201,26 @@ def test_transforms_are_the_identity_at_zero_and_change_the_size_as_lucids():
     assert padded.shape == (2, 26, 26, 3) and np.all(padded[:, :3] == 127.5)
 
 
+def test_the_standard_transforms_are_the_pieces_geometric_map_sampled_in_one_warp():
+    """Bilinear interpolation of a linear ramp is exact, so Standard's one warp (scale, rotation and final
+    jitter together) and the pieces in sequence (two warps and a crop) agree where both sample inside the
+    image: the same map, the same draws; without scale and rotation, the same crops exactly."""
+    y, x = np.mgrid[0:40, 0:40].astype(np.float32)
+    ramp = tf.constant(np.stack([2 * x + y, 80 + x - y, 3 * y], axis=-1)[None].repeat(2, axis=0))
+    standard = transforms.Standard(pad=2, jitter=3, scale=(0.9, 1.1), rotate=10.0, final_jitter=3)
+    warped = []
+    for seed in ([0, 0], [3, 9]):
+        one = standard(ramp, tf.constant(seed)).numpy()
+        sequence = transforms.compose(standard.pieces())(ramp, tf.constant(seed)).numpy()
+        assert one.shape == sequence.shape == (2, 40 + standard.size_change(), 40 + standard.size_change(), 3)
+        np.testing.assert_allclose(one[:, 10:-10, 10:-10], sequence[:, 10:-10, 10:-10], atol=1e-2)
+        warped.append(one)
+    assert np.abs(warped[0] - warped[1]).max() > 1.0  # another seed, another map
+    crops = transforms.Standard(pad=2, jitter=3, scale=None, rotate=0.0, final_jitter=3)
+    np.testing.assert_array_equal(crops(ramp, tf.constant([3, 9])),
+                                  transforms.compose(crops.pieces())(ramp, tf.constant([3, 9])))
+
+
 def test_jitter_is_a_crop_at_an_offset_below_its_size_shared_by_the_batch():
     images = tf.constant(np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10, 1))
     cropped = transforms.jitter(4)(images, tf.constant([7, 0])).numpy()

@@ -7,6 +7,7 @@ differentiable TF function; pixels are the models' [0, 255] input).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,16 +92,30 @@ class Fourier:
         return (np.random.standard_normal(shape) * self.sd).astype(np.float32)
 
     def image(self, variables):
-        """Square images (``initial``'s): the width is the height, even or odd."""
-        import tensorflow as tf
+        """Square images (``initial``'s): the width is the height, even or odd. Compiled by XLA (forward
+        and gradient: fewer, fused passes over the spectrum and the pixels than TensorFlow's op-by-op
+        kernels, about 2.5x faster here, ``bench.featurevis --pieces``), inside the climb's tf.function."""
+        return _compiled_fourier_image()(variables, self.decorrelate, self.decay_power)
 
-        height = width = variables.shape[2]
-        scale = tf.constant(spectrum_scale(height, width, self.decay_power))
-        spectrum = tf.complex(variables[..., 0] * scale, variables[..., 1] * scale)
-        # orthonormal inverse (Lucid's): TF's irfft2d divides by h*w, the orthonormal one by sqrt(h*w)
-        image = tf.signal.irfft2d(spectrum, fft_length=[height, width]) * np.sqrt(height * width)
-        image = tf.transpose(image, [0, 2, 3, 1]) / FOURIER_MAGIC  # channels last
-        return PIXEL_MAX * tf.sigmoid(decorrelate_colors(image) if self.decorrelate else image)
+
+@functools.cache
+def _compiled_fourier_image():
+    import tensorflow as tf
+
+    return tf.function(fourier_image, jit_compile=True)
+
+
+def fourier_image(variables, decorrelate: bool = True, decay_power: float = 1.0):
+    """``Fourier.image``'s computation, op by op (what XLA compiles)."""
+    import tensorflow as tf
+
+    height = width = variables.shape[2]
+    scale = tf.constant(spectrum_scale(height, width, decay_power))
+    spectrum = tf.complex(variables[..., 0] * scale, variables[..., 1] * scale)
+    # orthonormal inverse (Lucid's): TF's irfft2d divides by h*w, the orthonormal one by sqrt(h*w)
+    image = tf.signal.irfft2d(spectrum, fft_length=[height, width]) * np.sqrt(height * width)
+    image = tf.transpose(image, [0, 2, 3, 1]) / FOURIER_MAGIC  # channels last
+    return PIXEL_MAX * tf.sigmoid(decorrelate_colors(image) if decorrelate else image)
 
 
 def decorrelate_colors(image):
