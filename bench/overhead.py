@@ -145,6 +145,7 @@ def bench_imports(runs: int = 3) -> dict:
             for order in IMPORT_ORDERS:
                 lines = subprocess.run([sys.executable, "-c", IMPORT_STEPS, order, uri], env=env, check=True,
                                        capture_output=True, text=True).stdout.splitlines()
+                print(f"  {order}: {' '.join(lines)} (load {os.getloadavg()[0]:.1f})", flush=True)
                 for line in lines:
                     name, *values = line.split()
                     if name == "total":
