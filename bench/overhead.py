@@ -14,6 +14,11 @@ Prints the median and spread (min-max) of the wall times and of the CPU time eac
 time much less), and the overhead convlab adds over the bare script (difference of the medians).
 ``--profile`` also writes a cProfile of one convlab job timed in CPU seconds (``time.process_time``, so
 the other jobs' load does not enter it) and ``python -X importtime`` of the CLI's imports.
+
+``--imports`` times the imports alone, each in a fresh process, alternating: the CPU seconds each step adds
+over the ones before it (TensorFlow + Keras, then ``runner.cli``, then MLflow's SQL store opened at head; and
+the other order), and serial vs threaded (MLflow and its store in a thread while the main thread imports
+TensorFlow: wall and CPU, and the CPU / wall ratio, which exceeds 1 only when the two run in parallel).
 """
 
 from __future__ import annotations
@@ -99,6 +104,69 @@ def bench(runs: int = 5) -> dict:
             "load_average_before": load_before, "load_average_after": os.getloadavg()}
 
 
+IMPORT_STEPS = """
+import sys, threading, time
+def tensorflow_and_keras():
+    import keras, tensorflow
+    tensorflow.config.list_physical_devices()
+def convlab_cli():
+    import runner.cli
+def sql_store():
+    import mlflow.store.tracking.sqlalchemy_store
+    from mlflow.tracking import MlflowClient
+    MlflowClient(tracking_uri=sys.argv[2]).search_experiments(max_results=1)
+steps = {"tf": tensorflow_and_keras, "cli": convlab_cli, "store": sql_store}
+start, cpu_start = time.perf_counter(), time.process_time()
+if sys.argv[1] == "threaded":
+    thread = threading.Thread(target=lambda: (convlab_cli(), sql_store()))
+    thread.start()
+    tensorflow_and_keras()
+    thread.join()
+    print("total", time.process_time() - cpu_start, time.perf_counter() - start)
+else:
+    for name in sys.argv[1].split(","):
+        cpu = time.process_time()
+        steps[name]()
+        print(name, time.process_time() - cpu)
+    print("total", time.process_time() - cpu_start, time.perf_counter() - start)
+"""
+IMPORT_ORDERS = ("tf,cli,store", "cli,store,tf", "threaded")
+
+
+def bench_imports(runs: int = 3) -> dict:
+    """CPU seconds per import step (both orders) and serial vs threaded wall / CPU, alternating fresh processes."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    figures: dict[str, dict[str, list[float]]] = {order: {} for order in IMPORT_ORDERS}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        subprocess.run([sys.executable, "-c", IMPORT_STEPS, "store", uri], env=env, check=True, capture_output=True)
+        for _ in range(runs):
+            for order in IMPORT_ORDERS:
+                lines = subprocess.run([sys.executable, "-c", IMPORT_STEPS, order, uri], env=env, check=True,
+                                       capture_output=True, text=True).stdout.splitlines()
+                print(f"  {order}: {' '.join(lines)} (load {os.getloadavg()[0]:.1f})", flush=True)
+                for line in lines:
+                    name, *values = line.split()
+                    if name == "total":
+                        figures[order].setdefault("cpu", []).append(float(values[0]))
+                        figures[order].setdefault("wall", []).append(float(values[1]))
+                    else:
+                        figures[order].setdefault(name, []).append(float(values[0]))
+    return {"runs": runs, "figures": figures, "load_average_before": load_before,
+            "load_average_after": os.getloadavg()}
+
+
+def report_imports(results: dict) -> None:
+    print(f"imports alone, {results['runs']} alternating rounds, median (min-max) in seconds; "
+          f"load average before {results['load_average_before']}, after {results['load_average_after']}")
+    for order, figures in results["figures"].items():
+        shown = "  ".join(f"{name} {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+                          for name, values in figures.items())
+        ratio = statistics.median(c / w for c, w in zip(figures["cpu"], figures["wall"]))
+        print(f"  {order:<14} {shown}  CPU/wall {ratio:.2f}")
+
+
 def profile(target: Path) -> None:
     """cProfile of one convlab job (run in this process) and ``-X importtime`` of the CLI's import."""
     import pstats
@@ -128,7 +196,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each (default 5)")
     parser.add_argument("--profile", action="store_true", help="also profile one job and the CLI's imports")
+    parser.add_argument("--imports", action="store_true", help="only time the imports (orders, threaded)")
     arguments = parser.parse_args()
+    if arguments.imports:
+        report_imports(bench_imports(arguments.runs))
+        return
     if arguments.profile:
         profile(Path(tempfile.gettempdir()) / "convlab-overhead.prof")
     results = bench(arguments.runs)
