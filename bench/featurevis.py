@@ -6,7 +6,9 @@ weights, ``target.at_input_size``): ``filters`` filters of
 transforms, Adam 0.05, pre-ReLU objective). Timed alternately in one run, each its best of ``repeats``
 after one untimed run (tracing):
 
-* convlab batched: every filter in one batch, one tf.function (runner.featurevis);
+* convlab batched: every filter in one batch, one tf.function (runner.featurevis), the model run ``--chunk`` images
+  at a time inside each step as the lucid recipe does (``task.chunk``); ``batched_one_pass``: the same with the
+  whole batch in one pass;
 * per filter: the same recipe, one compiled step (a tf.function per step, the filter index a tensor)
   called ``steps`` times per filter on a one-image batch -- the loop most notebooks write;
 * tf-keras-vis 0.8.7 ``ActivationMaximization``, its defaults (Jitter 4 + Rotate2D 1 input modifiers,
@@ -22,12 +24,13 @@ gradient FLOPs (bench/filters_bench.py's count) over a float32 4096^2 matmul tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 LAYER = "block_6_expand_relu"
 
 
-def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 128, repeats: int = 2) -> dict:
+def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 128, repeats: int = 2, chunk: int = 4) -> dict:
     import numpy as np
     import tensorflow as tf
 
@@ -41,7 +44,7 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 128, repea
     if tuple(network.input_shape[1:3]) != (size, size):  # the offline weights are built at 224
         network = at_input_size(network, size)
     indices = list(range(filters))
-    recipe = Recipe(objective=objectives.Channel(), param=params.Fourier(decorrelate=True),
+    recipe = Recipe(chunk=chunk, objective=objectives.Channel(), param=params.Fourier(decorrelate=True),
                     step_rule=step_rules.Adam(0.05), steps=steps, transforms=transforms.Standard())
     target = target_model(network, LAYER, indices, preactivation=True)
     np.random.seed(0)
@@ -50,6 +53,9 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 128, repea
     timers = {"convlab_batched": lambda: batched(start, 0)[0].numpy(),
               "per_filter": _per_filter(target_model(network, LAYER, None, preactivation=True), recipe, indices,
                                         start)}
+    if chunk:  # the same climb with the model seeing the whole batch in one pass
+        one_pass = climber(target, dataclasses.replace(recipe, chunk=0))
+        timers["batched_one_pass"] = lambda: one_pass(start, 0)[0].numpy()
     tkv = _tf_keras_vis(network, indices, steps, size)
     if tkv is not None:
         timers["tf_keras_vis"] = tkv
@@ -59,7 +65,7 @@ def bench_featurevis(steps: int = 512, filters: int = 32, size: int = 128, repea
     per_filter = {name: seconds[name] / filters for name in timers}
     roofline = max(2 * MATMUL_SIDE**3 / seconds[lib] / 1e9 for lib in matmul)
     flops = 2 * forward_conv_flops(target) * steps * filters
-    return {"steps": steps, "filters": filters, "size": size, "layer": LAYER, "seconds_per_filter": per_filter,
+    return {"steps": steps, "chunk": chunk, "filters": filters, "size": size, "layer": LAYER, "seconds_per_filter": per_filter,
             "speedup_vs_tf_keras_vis": per_filter.get("tf_keras_vis", float("nan")) / per_filter["convlab_batched"],
             "speedup_vs_per_filter": per_filter["per_filter"] / per_filter["convlab_batched"],
             "batched_gflops": flops / seconds["convlab_batched"] / 1e9, "roofline_gflops": roofline,
@@ -123,7 +129,7 @@ def _tf_keras_vis(network, indices, steps, size):
 def _print(results: dict) -> None:
     before, after = (f"{results[key][0]:.1f}" for key in ("load_average_before", "load_average_after"))
     print(f"lucid recipe, MobileNetV2 {results['layer']}, {results['filters']} filters x {results['steps']} steps "
-          f"at {results['size']} px; 1-min load average {before} before, {after} after (2 cores)")
+          f"at {results['size']} px, chunk {results['chunk']}; 1-min load average {before} before, {after} after (2 cores)")
     for name, seconds in results["seconds_per_filter"].items():
         print(f"  {name:<16} {seconds:8.4f} s/filter")
     print(f"  convlab batched vs tf-keras-vis: {results['speedup_vs_tf_keras_vis']:.2f}x; "
@@ -263,9 +269,11 @@ if __name__ == "__main__":
     parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=4, help="images per model pass in a batched step (the lucid "
+                        "recipe's task.chunk; 0: the whole batch)")
     parser.add_argument("--pieces", action="store_true", help="time the pieces of the batched step instead")
     arguments = parser.parse_args()
     if arguments.pieces:
         _print_pieces(bench_pieces(arguments.filters, arguments.size, arguments.steps, arguments.repeats))
     else:
-        _print(bench_featurevis(arguments.steps, arguments.filters, arguments.size, arguments.repeats))
+        _print(bench_featurevis(arguments.steps, arguments.filters, arguments.size, arguments.repeats, arguments.chunk))

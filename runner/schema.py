@@ -371,6 +371,7 @@ class FiltersConfig:
     regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
     preactivation: bool = False  # the layer's linear part (its conv without the ReLU, or an activation's input)
     redirected_relu_steps: int = 0  # Lucid's redirected ReLU gradient for the first steps (16)
+    chunk: int = bounded(0, ge=0)  # images per pass of the model inside a step (0: the whole batch; lucid: 4)
     diversity: float = 0.0  # weight of the diversity term (Olah 2017); 0: none
     deprocess_std: Optional[float] = 0.1  # keras.io: 0.15; None: the pixels as they are
     deprocess_crop: int = 0  # keras.io: 25

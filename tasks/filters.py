@@ -61,6 +61,7 @@ def run(
     regularizers=None,
     preactivation: bool = False,
     redirected_relu_steps: int = 0,
+    chunk: int = 0,
     diversity: float = 0.0,
     deprocess_std: float | None = 0.1,
     deprocess_crop: int = 0,
@@ -77,7 +78,7 @@ def run(
                   margin, diversity, redirected_relu_steps, transforms)
     main = objectives.weighted_sum([(1.0, objective), (diversity, objectives.Diversity())]) if diversity else objective
     recipe = Recipe(objective=main, param=param, step_rule=step, steps=steps, transforms=transforms.or_none(),
-                    regularizer=regularizers, redirected_relu_steps=redirected_relu_steps)
+                    regularizer=regularizers, redirected_relu_steps=redirected_relu_steps, chunk=chunk)
     network = _model_at_size(model, dataset, image_size)
     channels = network.input_shape[-1]
     steps_bar = terminal.CompiledProgress("step")

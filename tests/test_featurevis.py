@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from runner.featurevis import objectives, params, regularizers, steps, transforms
-from runner.featurevis.engine import Recipe, climber
+from runner.featurevis.engine import Recipe, activations_in_chunks, climber
 from runner.featurevis.redirect import redirected_clone, redirected_gradient
 from runner.featurevis.target import at_input_size, target_model
 
@@ -143,6 +143,27 @@ def test_a_regularized_climb_records_the_objective_alone_and_ends_smoother():
     np.testing.assert_allclose(smooth[0, 0], plain[0, 0], rtol=1e-6)  # the same objective, penalty left out
     tv = regularizers.total_variation()
     assert float(tv(tf.constant(smooth_images))[0]) < float(tv(tf.constant(plain_images))[0])
+
+
+def test_a_climb_in_chunks_of_the_batch_is_the_same_climb():
+    """The model run a few images at a time (lucid's ``task.chunk``) gives the same activations, and the same
+    climb even for an objective over the whole batch (diversity), with a remainder chunk (5 = 2 + 2 + 1)."""
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv", activation="relu",
+                               kernel_initializer=keras.initializers.RandomNormal(seed=5))
+    target = target_model(keras.Model(inputs, conv(inputs)), "conv", [0, 1, 2, 3, 0], preactivation=True)
+    images = tf.constant(np.random.default_rng(6).uniform(0, 255, (5, 8, 8, 3)).astype(np.float32))
+    np.testing.assert_allclose(activations_in_chunks(target, images, 2), target(images), rtol=1e-5, atol=1e-4)
+
+    np.random.seed(7)
+    start = params.gray_start(5, 8, 3) + np.random.default_rng(8).normal(0, 5, (5, 8, 8, 3)).astype(np.float32)
+    objective = objectives.weighted_sum([(1.0, objectives.Channel()), (0.5, objectives.Diversity())])
+    recipe = dict(objective=objective, param=params.Pixels("gray"), step_rule=steps.Adam(0.05), steps=5)
+    whole_images, whole = (t.numpy() for t in climber(target, Recipe(**recipe))(start, 0))
+    chunked_images, chunked = (t.numpy() for t in climber(target, Recipe(**recipe, chunk=2))(start, 0))
+    assert np.ptp(whole[:, -1] - whole[:, 0]) > 0  # it climbed
+    np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(chunked_images, whole_images, rtol=1e-4, atol=1e-2)
 
 
 # ------------------------------------------------------------------------------- the config groups

@@ -22,6 +22,23 @@ class Recipe:
     transforms: Callable | None = None  # (images, seed) -> images  (transforms)
     regularizer: Callable | None = None  # pixels -> [batch], subtracted from the objective  (regularizers)
     redirected_relu_steps: int = 0  # the first steps climb through redirected ReLUs  (redirect)
+    chunk: int = 0  # images per pass of the model inside a step; 0: the whole batch in one pass
+
+
+def activations_in_chunks(model: "keras.Model", images, chunk: int):
+    """``model(images)`` run ``chunk`` images at a time and concatenated (0 or a chunk >= the batch: one pass).
+
+    The same activations, computed in pieces: on a CPU a memory-bound network (MobileNetV2's depthwise
+    convolutions, batch norms) runs faster on a few images that stay in cache than on a batch of 32 whose
+    activations stream through memory (docs/featurevis.md, "Speed"). The pieces are unrolled in the trace,
+    so the tape differentiates through each."""
+    import tensorflow as tf
+
+    batch = images.shape[0]
+    if not chunk or batch is None or chunk >= batch:
+        return model(images, training=False)
+    sizes = [chunk] * (batch // chunk) + ([batch % chunk] if batch % chunk else [])
+    return tf.concat([model(part, training=False) for part in tf.split(images, sizes)], axis=0)
 
 
 def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
@@ -51,7 +68,7 @@ def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
         images = transforms(pixels, seed) if transforms is not None else pixels
         if None not in fixed_size and tuple(images.shape[1:3]) != fixed_size:
             images = tf.image.resize(images, fixed_size)
-        objective = recipe.objective(model(images, training=False))
+        objective = recipe.objective(activations_in_chunks(model, images, recipe.chunk))
         return objective, (objective if regularizer is None else objective - regularizer(pixels))
 
     def ascend(model, first, last, variables, state, objectives, seed):
