@@ -247,10 +247,12 @@ def test_bad_input_names_the_fix(name, settings, layer, message, quadrants):
     assert message in str(error.value) and error.value.fix
 
 
-def test_probability_score_needs_a_probability_output():
-    with pytest.raises(ConvlabError, match="task.score=probability needs a softmax or sigmoid output") as error:
-        Explainer(quadrant_model(head="linear"), "gradcam")
-    assert "task.score=logit" in error.value.fix
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_a_model_ending_in_logits_is_not_a_classifier_whatever_the_score(score):
+    with pytest.raises(ConvlabError, match="'quadrants_linear' is not a classifier: its output layer Dense "
+                                           "'predictions' has activation linear") as error:
+        Explainer(quadrant_model(head="linear"), "gradcam", score=score)
+    assert "Activation('softmax')" in error.value.fix
 
 
 def test_a_mistyped_method_fails_at_compose_listing_the_methods():

@@ -184,6 +184,75 @@ def test_sanity_on_a_model_without_weights_names_the_fix():
     assert "task.sanity=false" in error.value.fix
 
 
+# ----------------------------------------------------------------------- a model to explain
+
+
+def small_model(head: str):
+    """An 8-px model ending in ``head``: a classifier (``sigmoid``: one unit, ``softmax``: three) or not."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    features = layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(features)
+    if head == "two outputs":
+        return keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled),
+                                    layers.Dense(2, activation="softmax")(pooled)], name="two_heads")
+    if head == "a map":  # a segmentation-like output: a probability per pixel
+        return keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid", name="mask")(features), name="mask")
+    units, activation = {"sigmoid": (1, "sigmoid"), "softmax": (3, "softmax"), "regression": (1, None),
+                         "softmax of 1": (1, "softmax")}[head]
+    return keras.Model(inputs, layers.Dense(units, activation=activation, name="head")(pooled), name=head.replace(" ", "_"))
+
+
+@pytest.mark.parametrize(("head", "what"), [
+    ("regression", "'regression' is not a classifier: its output layer Dense 'head' has activation linear, so its "
+                   "outputs are not class probabilities (a regression head, or logits)"),
+    ("softmax of 1", "has activation softmax, a softmax over 1 unit, always 1"),
+    ("a map", "'mask' is not a classifier: its output has shape (None, 6, 6, 1), not one vector of class "
+              "probabilities per image"),
+    ("two outputs", "'two_heads' is not a classifier: it has 2 outputs"),
+])
+def test_a_model_that_is_not_a_classifier_is_refused_by_the_explainer_and_the_metrics(head, what):
+    from runner.explain import Explainer
+
+    model = small_model(head)
+    for build in (lambda: Explainer(model, "gradcam", "conv"), lambda: ClassProbability(model)):
+        with pytest.raises(ConvlabError) as error:
+            build()
+        assert what in str(error.value) and "one sigmoid unit for two classes" in error.value.fix
+
+
+def test_one_sigmoid_unit_is_a_two_class_classifier_and_a_softmax_one_of_its_units():
+    from runner.explain import Explainer
+    from runner.explain.targets import check_classifier
+
+    images = np.random.default_rng(7).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    binary = small_model("sigmoid")
+    assert check_classifier(binary) == 1 and check_classifier(small_model("softmax")) == 3
+    explained = Explainer(binary, "gradcam", "conv")(images)
+    p = binary.predict(images, verbose=0)[:, 0]
+    assert explained.probabilities == pytest.approx(np.stack([1 - p, p], axis=1), abs=1e-6)
+    assert ClassProbability(binary)(images, np.array([0, 1])) == pytest.approx(np.array([1 - p[0], p[1]]), abs=1e-6)
+
+
+def test_explain_over_a_logged_model_that_is_not_a_classifier_fails_naming_it(tracking):
+    import mlflow
+
+    from runner.explain import method
+    from runner.mlflow_models import log_keras_model
+    from runner.models.from_run import FromRun
+    from tasks import explain as explain_task
+    from tests.test_gradcam import OnePhoto
+
+    with mlflow.start_run() as logged:
+        log_keras_model(small_model("regression"), None, np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ConvlabError, match="'regression' is not a classifier"):
+        explain_task.run(model=FromRun(run_id=logged.info.run_id), dataset=OnePhoto("x", np.zeros((8, 8, 3), np.uint8)),
+                         method=method("gradcam"), layer=None, class_index=None, score="probability", alpha=0.4,
+                         top=1, images=1, split="test")
+
+
 # ------------------------------------------------------------------------------ the leaderboard
 
 
