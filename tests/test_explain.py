@@ -96,6 +96,20 @@ def test_baselines_are_seeded_uniform_noise_and_a_centred_gaussian(quadrants):
     np.testing.assert_allclose(centre, centre[::-1, ::-1], atol=1e-6)
 
 
+def test_random_at_a_cams_resolution_is_a_seeded_grid_upsampled_bilinearly(quadrants):
+    import cv2
+    import tensorflow as tf
+
+    one_cell = explain(quadrants, quadrant_images()[:1], "random", cells=1).raw[0]
+    np.testing.assert_allclose(one_cell, one_cell[0, 0])  # one value, everywhere
+    grid = explain(quadrants, quadrant_images()[:1], "random", cells=4, seed=5).raw[0]
+    assert np.array_equal(grid, explain(quadrants, quadrant_images()[:1], "random", cells=4, seed=5).raw[0])
+    values = tf.random.stateless_uniform((4, 4), seed=(5, 0)).numpy()  # the grid drawn, 8 x 8 pixels a cell
+    np.testing.assert_allclose(grid, cv2.resize(values, (32, 32), interpolation=cv2.INTER_LINEAR), atol=1e-5)
+    pixels = explain(quadrants, quadrant_images()[:1], "random", seed=5).raw[0]
+    assert np.abs(np.diff(grid, axis=1)).max() < 0.2 < np.abs(np.diff(pixels, axis=1)).max()
+
+
 # ------------------------------------------------------------------------------------ properties
 
 
@@ -247,10 +261,12 @@ def test_bad_input_names_the_fix(name, settings, layer, message, quadrants):
     assert message in str(error.value) and error.value.fix
 
 
-def test_probability_score_needs_a_probability_output():
-    with pytest.raises(ConvlabError, match="task.score=probability needs a softmax or sigmoid output") as error:
-        Explainer(quadrant_model(head="linear"), "gradcam")
-    assert "task.score=logit" in error.value.fix
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_a_model_ending_in_logits_is_not_a_classifier_whatever_the_score(score):
+    with pytest.raises(ConvlabError, match="'quadrants_linear' is not a classifier: its output layer Dense "
+                                           "'predictions' has activation linear") as error:
+        Explainer(quadrant_model(head="linear"), "gradcam", score=score)
+    assert "Activation('softmax')" in error.value.fix
 
 
 def test_a_mistyped_method_fails_at_compose_listing_the_methods():

@@ -145,6 +145,24 @@ def test_faithfulness_settings_are_checked_at_compose_time():
         check_config(compose_config(["task=explain", "task.faithfulness.steps=0"]))
 
 
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_benchmark_settings_compose_full_and_quick(quick):
+    from tests.conftest import compose_config
+
+    flag = f"quick={str(quick).lower()}"
+    photos = compose_config(["experiment=explain_benchmark", flag])
+    assert photos.model._target_.endswith("MobileNetV2") and len(photos.dataset.names) == (2 if quick else 4)
+    cats_vs_dogs = compose_config(["experiment=explain_benchmark", "benchmark=cats_vs_dogs", flag,
+                                   "model.run_id=latest"])
+    assert cats_vs_dogs.model._target_.endswith("FromRun") and cats_vs_dogs.model.run_id == "latest"
+    assert cats_vs_dogs.dataset._target_.endswith("CatsVsDogs") and cats_vs_dogs.task.split == "test"
+    assert cats_vs_dogs.task.images == cats_vs_dogs.dataset.limit == (2 if quick else 200)
+    assert cats_vs_dogs.tracking.experiment == "explain_benchmark_cats_vs_dogs"
+    for cfg in (photos, cats_vs_dogs):
+        assert cfg.task.faithfulness.steps == (8 if quick else 112) and cfg.hydra.mode.name == "MULTIRUN"
+        assert cfg.hydra.sweeper.params["task/method"].count(",") == (1 if quick else 13)
+
+
 # ------------------------------------------------------------------------------- sanity checks
 
 
@@ -185,6 +203,75 @@ def test_sanity_on_a_model_without_weights_names_the_fix():
     with pytest.raises(ConvlabError, match="has no layer weights to randomize") as error:
         sanity_check(keras.Model(inputs, outputs), np.ones((1, 8, 8, 3), np.float32), "saliency")
     assert "task.sanity=false" in error.value.fix
+
+
+# ----------------------------------------------------------------------- a model to explain
+
+
+def small_model(head: str):
+    """An 8-px model ending in ``head``: a classifier (``sigmoid``: one unit, ``softmax``: three) or not."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    features = layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(features)
+    if head == "two outputs":
+        return keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled),
+                                    layers.Dense(2, activation="softmax")(pooled)], name="two_heads")
+    if head == "a map":  # a segmentation-like output: a probability per pixel
+        return keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid", name="mask")(features), name="mask")
+    units, activation = {"sigmoid": (1, "sigmoid"), "softmax": (3, "softmax"), "regression": (1, None),
+                         "softmax of 1": (1, "softmax")}[head]
+    return keras.Model(inputs, layers.Dense(units, activation=activation, name="head")(pooled), name=head.replace(" ", "_"))
+
+
+@pytest.mark.parametrize(("head", "what"), [
+    ("regression", "'regression' is not a classifier: its output layer Dense 'head' has activation linear, so its "
+                   "outputs are not class probabilities (a regression head, or logits)"),
+    ("softmax of 1", "has activation softmax, a softmax over 1 unit, always 1"),
+    ("a map", "'mask' is not a classifier: its output has shape (None, 6, 6, 1), not one vector of class "
+              "probabilities per image"),
+    ("two outputs", "'two_heads' is not a classifier: it has 2 outputs"),
+])
+def test_a_model_that_is_not_a_classifier_is_refused_by_the_explainer_and_the_metrics(head, what):
+    from runner.explain import Explainer
+
+    model = small_model(head)
+    for build in (lambda: Explainer(model, "gradcam", "conv"), lambda: ClassProbability(model)):
+        with pytest.raises(ConvlabError) as error:
+            build()
+        assert what in str(error.value) and "one sigmoid unit for two classes" in error.value.fix
+
+
+def test_one_sigmoid_unit_is_a_two_class_classifier_and_a_softmax_one_of_its_units():
+    from runner.explain import Explainer
+    from runner.explain.targets import check_classifier
+
+    images = np.random.default_rng(7).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    binary = small_model("sigmoid")
+    assert check_classifier(binary) == 1 and check_classifier(small_model("softmax")) == 3
+    explained = Explainer(binary, "gradcam", "conv")(images)
+    p = binary.predict(images, verbose=0)[:, 0]
+    assert explained.probabilities == pytest.approx(np.stack([1 - p, p], axis=1), abs=1e-6)
+    assert ClassProbability(binary)(images, np.array([0, 1])) == pytest.approx(np.array([1 - p[0], p[1]]), abs=1e-6)
+
+
+def test_explain_over_a_logged_model_that_is_not_a_classifier_fails_naming_it(tracking):
+    import mlflow
+
+    from runner.explain import method
+    from runner.mlflow_models import log_keras_model
+    from runner.models.from_run import FromRun
+    from tasks import explain as explain_task
+    from tests.test_gradcam import OnePhoto
+
+    with mlflow.start_run() as logged:
+        log_keras_model(small_model("regression"), None, np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ConvlabError, match="'regression' is not a classifier"):
+        explain_task.run(model=FromRun(run_id=logged.info.run_id), dataset=OnePhoto("x", np.zeros((8, 8, 3), np.uint8)),
+                         method=method("gradcam"), layer=None, class_index=None, score="probability", alpha=0.4,
+                         top=1, images=1, split="test")
 
 
 # ------------------------------------------------------------------------------ the leaderboard
@@ -236,3 +323,34 @@ def test_explain_benchmark_quick_logs_the_leaderboard_in_the_sweep_parent(run_cl
     recorded = table[(table["method"] == "gradcam") & (table["metric"] == "insertion_auc")]["mean"].item()
     assert recorded == pytest.approx(gradcam.data.metrics["faithfulness/insertion_auc"], abs=1e-6)
     assert (table["ci_low"] <= table["mean"] + 1e-9).all() and (table["mean"] <= table["ci_high"] + 1e-9).all()
+
+    # benchmark=cats_vs_dogs, over model=from_run: the small convnet's jobs finish into a leaderboard of 2 test
+    # photos (a cat, a dog); a regression model's jobs in the same sweep fail, one line each, no traceback
+    from runner.mlflow_models import log_keras_model
+    from runner.models.small_convnet import SmallConvnet
+    from runner.tracking import REASON_TAG
+
+    mlflow.set_experiment("models")
+    with mlflow.start_run() as convnet:
+        log_keras_model(SmallConvnet().build((48, 48, 3), 2), ["cats", "dogs"], np.zeros((1, 48, 48, 3), np.float32))
+    with mlflow.start_run() as regression:
+        log_keras_model(small_model("regression"), None, np.zeros((1, 8, 8, 3), np.float32))
+    proc = run_cli("experiment=explain_benchmark", "benchmark=cats_vs_dogs", "quick=true",
+                   f"model.run_id={convnet.info.run_id},{regression.info.run_id}", expect_ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("FAILED: 'regression' is not a classifier") == 2 and "fix: explain a classifier" in proc.stderr
+    [experiment] = [e for e in mlflow_client.search_experiments() if e.name == "explain_benchmark_cats_vs_dogs"]
+    runs = mlflow_client.search_runs([experiment.experiment_id])
+    parent = next(run for run in runs if run.data.tags.get("convlab.sweep") == "true")
+    jobs = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    finished = {run.data.tags["explain.method"]: run for run in jobs if run.info.status == "FINISHED"}
+    assert sorted(finished) == ["gradcam", "random"]
+    assert all(run.data.params["model.run_id"] == convnet.info.run_id for run in finished.values())
+    failed = [run for run in jobs if run.info.status == "FAILED"]
+    assert len(failed) == 2 and all(run.data.params["model.run_id"] == regression.info.run_id
+                                    and "is not a classifier" in run.data.tags[REASON_TAG] for run in failed)
+    saved = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/leaderboard.json")
+    table = pd.DataFrame(saved["data"], columns=saved["columns"])
+    assert set(table["method"]) == {"gradcam", "random"} and (table["images"] == 2).all()
+    images = mlflow.artifacts.load_dict(f"runs:/{finished['gradcam'].info.run_id}/explain/faithfulness.json")["images"]
+    assert [image["image"] for image in images] == ["test_0_cats", "test_1_dogs"]

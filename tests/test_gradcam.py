@@ -403,9 +403,9 @@ def test_bad_input_is_reported(overrides, message):
         assert "quadrants" in str(error.value)
 
 
-def test_logit_score_needs_a_softmax_or_sigmoid_head():
+def test_logit_score_needs_a_classifier():
     spec = Prebuilt(quadrant_model(head="linear"))
-    with pytest.raises(ConvlabError, match="task.score=logit needs a softmax or sigmoid output layer"):
+    with pytest.raises(ConvlabError, match="'quadrants_linear' is not a classifier"):
         gradcam.run(model=spec, dataset=OnePhoto("x", np.zeros((32, 32, 3), np.uint8)),
                     **{**TASK_DEFAULTS, "score": "logit"})
 

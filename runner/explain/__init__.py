@@ -52,10 +52,12 @@ class Explainer:
     def __init__(self, model: "keras.Model", method_name: str | Method = "gradcam", layer: str | None = None,
                  score: Score | str = Score.probability, **settings: Any):
         from runner.explain.engine import Engine
+        from runner.explain.targets import check_classifier
         from runner.layers import pick_layer
 
         chosen = method_name if isinstance(method_name, Method) else method(method_name, **settings)
         chosen.validate()
+        check_classifier(model)  # before its layers are searched: a regression model has no class to explain
         if chosen.space == "input":
             if layer is not None:
                 raise ConvlabError(f"{chosen.name} is an input-space method: it explains pixels, not the channels "

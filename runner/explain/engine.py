@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runner.errors import ConvlabError
 from runner.explain.base import Method
 from runner.explain.targets import Score, class_count, class_logits, class_probabilities, requested_targets
 
@@ -56,7 +55,7 @@ class Engine:
 
         self.model, self.method, self.layer = model, method, layer
         self.score = Score(score)
-        self.classes = class_count(model.output_shape[-1])
+        self.classes = class_count(model.output_shape[-1])  # Explainer checked it is a classifier
         self.head = self._head(model)
         replace = {self.head.path: self.head.replacement} if self.head else None
         taps = ([layer] if layer else []) + ([self.head.path] if self.head else [])
@@ -68,16 +67,7 @@ class Engine:
     def _head(self, model):
         from runner.explain import surgery
 
-        if self.score is Score.logit:
-            return surgery.logit_head(model)
-        if not surgery.is_probability_head(model):
-            head = surgery.output_layer(model)
-            raise ConvlabError(
-                f"task.score=probability needs a softmax or sigmoid output; {model.name!r} ends with "
-                f"{type(head).__name__} {head.name!r} (activation {surgery.activation_name(head)}), "
-                "whose outputs are not probabilities",
-                fix="use task.score=logit with a softmax/sigmoid head, or add one to the model")
-        return None
+        return surgery.logit_head(model) if self.score is Score.logit else None  # a classifier's probabilities
 
     def describe_score(self) -> str:
         from runner.explain import surgery

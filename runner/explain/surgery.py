@@ -34,10 +34,6 @@ def output_layer(model: keras.Model) -> keras.layers.Layer:
     return model.layers[-1]
 
 
-def is_probability_head(model: keras.Model) -> bool:
-    return activation_name(output_layer(model)) in HEAD_ACTIVATIONS
-
-
 def logit_head(model: keras.Model) -> LogitHead:
     """A separate softmax/sigmoid Activation gets the logits as input (MobileNetV2's ``logits``): an identity
     in its place taps them; a Dense with the activation folded in gets its linear part, with its weights."""

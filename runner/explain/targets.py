@@ -40,6 +40,36 @@ def is_binary(units: int) -> bool:
     return units == 1
 
 
+CLASSIFIER_FIX = ("explain a classifier: one ending in a softmax over its classes, or in one sigmoid unit for two "
+                  "classes (task=train and task=finetune log such models); a model ending in logits: add "
+                  "keras.layers.Activation('softmax') as its last layer")
+
+
+def check_classifier(model) -> int:
+    """The units of ``model``'s output if it is a classifier (one output, a vector per image, from a softmax
+    over 2 or more units or from sigmoid units: one sigmoid unit is the binary rule above); else a
+    ConvlabError naming what it is instead. Explanations and faithfulness metrics follow a class's
+    probability, so nothing else can be explained."""
+    from runner.errors import ConvlabError
+    from runner.explain.surgery import HEAD_ACTIVATIONS, activation_name, output_layer
+
+    if len(model.outputs) != 1:
+        raise ConvlabError(f"{model.name!r} is not a classifier: it has {len(model.outputs)} outputs, a classifier "
+                           "one (its class probabilities)", fix=CLASSIFIER_FIX)
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2:
+        raise ConvlabError(f"{model.name!r} is not a classifier: its output has shape {shape}, not one vector of "
+                           "class probabilities per image (batch, classes)", fix=CLASSIFIER_FIX)
+    head = output_layer(model)
+    activation = activation_name(head)
+    if activation not in HEAD_ACTIVATIONS or (activation == "softmax" and shape[-1] == 1):
+        what = ("a softmax over 1 unit, always 1" if activation == "softmax" else
+                "so its outputs are not class probabilities (a regression head, or logits)")
+        raise ConvlabError(f"{model.name!r} is not a classifier: its output layer {type(head).__name__} "
+                           f"{head.name!r} has activation {activation}, {what}", fix=CLASSIFIER_FIX)
+    return int(shape[-1])
+
+
 def class_probabilities(outputs):
     """(images, classes) probabilities from a model's outputs (a tensor): ``[1 - p, p]`` for one unit."""
     import tensorflow as tf

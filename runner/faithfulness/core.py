@@ -25,10 +25,11 @@ class ClassProbability:
     def __init__(self, model: "keras.Model", batch_size: int = 32):
         import tensorflow as tf
 
-        from runner.explain.targets import class_probabilities
+        from runner.explain.targets import check_classifier, class_probabilities
 
         if batch_size < 1:
             raise ConvlabError(f"batch_size={batch_size} evaluates no image", fix="use a batch_size of 1 or more")
+        check_classifier(model)  # the metrics follow a class's probability
         self.model, self.batch_size = model, batch_size
 
         def probabilities(images, targets):

@@ -13,6 +13,7 @@ import numpy as np
 
 METRICS = ("deletion_auc", "insertion_auc", "average_drop", "average_increase", "road_morf", "road_lerf",
            "road_combined")
+SHOWN_PHOTOS = 4  # rows of the side-by-side figure: the first photos (a setting may explain 200)
 BETTER = {"deletion_auc": "lower", "insertion_auc": "higher", "average_drop": "lower", "average_increase": "higher",
           "road_morf": "lower", "road_lerf": "higher", "road_combined": "higher"}
 
@@ -60,7 +61,7 @@ def log_leaderboard(parent_run_id: str) -> bool:
             results[method] = saved["images"]
             overlays[method] = [Path(mlflow.artifacts.download_artifacts(
                 run_id=child.info.run_id, artifact_path=f"explain/{image['image']}_overlay.png",
-                dst_path=str(Path(folder) / child.info.run_id))) for image in saved["images"]]
+                dst_path=str(Path(folder) / child.info.run_id))) for image in saved["images"][:SHOWN_PHOTOS]]
         rows = leaderboard_rows(results)
         client.log_table(parent_run_id, {key: [row[key] for row in rows] for key in rows[0]}, "leaderboard.json")
         client.log_figure(parent_run_id, bar_chart(rows), "leaderboard.png")
