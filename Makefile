@@ -25,12 +25,12 @@ run: fetch
 	$(BIN)/convlab task=gradcam model=from_run model.run_id=latest
 	$(BIN)/convlab experiment=gradcam
 
-## the test suite but its slowest end-to-end runs (marker `slow`), under 15 min here; `make test-all`: all of it
+## the test suite but its slowest end-to-end runs (marker `slow`) on two workers (pytest-xdist), ~8 min here; `make test-all`: all of it
 test: fetch
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 test-all: fetch
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## the MLflow UI over ./mlflow.db on http://127.0.0.1:5000
 ui: $(STAMP)

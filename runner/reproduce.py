@@ -116,7 +116,7 @@ def rerun_overrides(run_id: str, extra: list[str]) -> list[str]:
     base = choices + [o for o in _recorded_overrides(run_id) if o.split("=")[0].lstrip("+~") not in
                       ("model", "dataset", "task", "experiment") and not _masked(o)]
     composed = _compose(CONFIG_DIR, base, run_id)
-    pins = [f"{key}={_hydra_value(value)}" for key, value in _changed_values(recorded, composed)]
+    pins = [f"{key}={hydra_value(value)}" for key, value in _changed_values(recorded, composed)]
     for pin in pins:
         print(f"[convlab] the current configs differ from run {run_id}'s; pinning {pin}", file=sys.stderr)
     overrides = base + pins + [f"rerun_of={run_id}"] + extra
@@ -221,7 +221,7 @@ def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def _hydra_value(value: Any) -> str:
+def hydra_value(value: Any) -> str:
     """A Python value as a Hydra override value."""
     if value is None:
         return "null"
@@ -230,9 +230,9 @@ def _hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(item) for item in value) + "]"
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

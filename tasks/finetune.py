@@ -103,7 +103,7 @@ def run(
     import keras
 
     head, finetune = dict(head), dict(finetune)
-    augment = _check_options(mode, head, augment)
+    augment = check_options(mode, head, augment)
     parts = build_parts(model, dataset, cut_layer=cut_layer, head=head,
                         reuse_classifier=mode == "finetune" and cut_layer is None)
     mlflow.set_tags({"finetune.base": parts.base.name, "finetune.cut_layer": parts.cut_layer,
@@ -145,7 +145,9 @@ def run(
     return final_metrics()
 
 
-def _check_options(mode: str, head: dict[str, Any], augment: bool | None) -> bool:
+def check_options(mode: str, head: dict[str, Any], augment: bool | None) -> bool:
+    """Whether the job augments (``augment=None``: every mode but ``features``), after refusing a mode,
+    pooling or dropout it cannot use, and augmentation in ``features`` mode (the base runs once)."""
     if mode not in MODES:
         raise ConvlabError(f"unknown task.mode={mode!r}", fix=f"use one of {', '.join(MODES)}")
     if head["pooling"] not in POOLINGS:

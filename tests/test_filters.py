@@ -238,7 +238,7 @@ def test_rotation_and_zoom_turn_about_the_centre():
     image[0, 4, 4:] = 1.0  # the centre and the ray to its right
     turned = transforms.random_rotate(90.0)(tf.constant(image), tf.constant([0, 0]))  # some angle in [-90, 90]
     assert turned.numpy()[0, 4, 4, 0] == pytest.approx(1.0)
-    quarter = transforms._affine(tf.constant(image), tf.constant(1.0), tf.constant(np.pi / 2)).numpy()[0, ..., 0]
+    quarter = transforms.scaled_and_rotated(tf.constant(image), tf.constant(1.0), tf.constant(np.pi / 2)).numpy()[0, ..., 0]
     assert quarter[4, 4] == pytest.approx(1.0) and quarter[4, 8] == pytest.approx(0.0, abs=1e-4)
     assert (quarter[8, 4] == pytest.approx(1.0, abs=1e-4)) != (quarter[0, 4] == pytest.approx(1.0, abs=1e-4))
     zoomed = transforms.random_scale(1.5, 1.5)(tf.constant(image), tf.constant([0, 0])).numpy()

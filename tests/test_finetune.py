@@ -177,9 +177,9 @@ def test_the_classifier_nests_the_base_named_after_it_with_the_resize_in_front()
 
 def test_features_mode_refuses_augmentation():
     with pytest.raises(ConvlabError, match="task.mode=features cannot augment"):
-        finetune._check_options("features", HEAD, augment=True)
-    assert finetune._check_options("features", HEAD, augment=None) is False
-    assert finetune._check_options("frozen", HEAD, augment=None) is True
+        finetune.check_options("features", HEAD, augment=True)
+    assert finetune.check_options("features", HEAD, augment=None) is False
+    assert finetune.check_options("frozen", HEAD, augment=None) is True
 
 
 # ----------------------------------------------------------------------------------------- end to end

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner.reproduce import _hydra_value, config_hash
+from runner.reproduce import hydra_value, config_hash
 from tests.conftest import REPO, TINY_TRAIN, all_runs, compose_config, ctrl_c_when, start_cli
 
 FOLDER_TRAIN = ["dataset=folder", "dataset.image_size=48", "dataset.batch_size=4", "task.epochs=1",
@@ -58,7 +58,7 @@ def test_config_hash_ignores_tracking_and_cache_but_not_the_job():
 def test_pinned_values_survive_the_hydra_override_grammar(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    [parsed] = OverridesParser.create().parse_overrides([f"key={_hydra_value(value)}"])
+    [parsed] = OverridesParser.create().parse_overrides([f"key={hydra_value(value)}"])
     assert parsed.value() == value
 
 

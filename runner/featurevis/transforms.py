@@ -67,7 +67,7 @@ def random_scale(low: float, high: float) -> Transform:
     import tensorflow as tf
 
     def transform(images, seed):
-        return _affine(images, _factor(seed, low, high), tf.constant(0.0))
+        return scaled_and_rotated(images, _factor(seed, low, high), tf.constant(0.0))
 
     return transform
 
@@ -77,12 +77,12 @@ def random_rotate(degrees: float) -> Transform:
     import tensorflow as tf
 
     def transform(images, seed):
-        return _affine(images, tf.constant(1.0), _angle(seed, degrees))
+        return scaled_and_rotated(images, tf.constant(1.0), _angle(seed, degrees))
 
     return transform
 
 
-def _affine(images, scale, angle, crop: int = 0, offset=None):
+def scaled_and_rotated(images, scale, angle, crop: int = 0, offset=None):
     """The image scaled by ``scale`` and rotated by ``angle`` (radians) about its centre, bilinear, edge
     pixels repeated outside; then ``crop`` pixels fewer on each axis from ``offset`` (row, column), as
     ``jitter`` crops, but sampled in the same warp (a crop of a warp is the warp of shifted pixels)."""
@@ -159,7 +159,7 @@ class Standard:
         if factor is None and angle is None:
             return jitter(self.final_jitter)(images, next(seeds)) if self.final_jitter > 1 else images
         crop = max(self.final_jitter - 1, 0)
-        return _affine(images, tf.constant(1.0) if factor is None else factor,
+        return scaled_and_rotated(images, tf.constant(1.0) if factor is None else factor,
                        tf.constant(0.0) if angle is None else angle, crop,
                        _offset(next(seeds), self.final_jitter) if crop else None)
 
