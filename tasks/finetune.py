@@ -141,7 +141,6 @@ def run(
         training.log_test_metrics(network, dataset.split("test"))
 
     log_keras_model(network, dataset.class_names, dataset.split("test"))
-    keras.backend.clear_session()
     return final_metrics()
 
 

@@ -61,7 +61,6 @@ def run(
     training.log_curves(_logged_history(["accuracy", "val_accuracy", "loss", "val_loss"]))  # resumed epochs too
     training.log_test_metrics(network, dataset.split("test"))
     log_keras_model(network, dataset.class_names, dataset.split("test"), with_optimizer=checkpoint)  # slots: to train on from there
-    keras.backend.clear_session()
     return final_metrics()
 
 
@@ -76,6 +75,5 @@ def _logged_history(metrics: list[str]) -> dict[str, list[float]]:
     """Per-epoch values of ``metrics`` as the active run recorded them, in step order."""
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
-    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
     return {metric: [point.value for point in sorted(client.get_metric_history(run_id, metric), key=lambda p: p.step)]
             for metric in metrics}
