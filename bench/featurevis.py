@@ -77,6 +77,8 @@ def _per_filter(whole_layer, recipe, indices, start):
     """The recipe's step as one tf.function (filter index a tensor), ``steps`` calls per filter."""
     import tensorflow as tf
 
+    from runner.featurevis import transforms
+
     param, rule, shift = recipe.param, recipe.step_rule, recipe.transforms
     fixed = tuple(whole_layer.input_shape[1:3])
 
@@ -84,8 +86,7 @@ def _per_filter(whole_layer, recipe, indices, start):
     def step(variables, state, filter_index, step_index):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
-            images = shift(param.image(variables), tf.stack([0, step_index]))
-            images = tf.image.resize(images, fixed) if None not in fixed else images
+            images = transforms.at_size(shift, param.image(variables), tf.stack([0, step_index]), fixed)
             objective = tf.reduce_mean(whole_layer(images, training=False)[..., filter_index])
         grads = tape.gradient(objective, variables)
         return rule.update(variables, grads, state, step_index)
@@ -229,6 +230,8 @@ def bench_pieces(filters: int = 32, size: int = 128, steps: int = 16, repeats: i
         "transforms in sequence + resize": looped(
             lambda x, seed: resize(transforms.compose(standard.pieces())(x, seed)), pixels),
         "transforms, one warp + resize": looped(lambda x, seed: resize(standard(x, seed)), pixels),
+        "transforms, one warp at the model's size (as used)": looped(
+            lambda x, seed: transforms.at_size(standard, x, seed, (size, size)), pixels),
         "resize alone": looped(lambda x, seed: resize(x), moved),
         "target model": looped(lambda x, seed: channel(target(x, training=False)), pixels),
         "its Conv2D convolutions alone": convolutions_alone(target, filters, steps),

@@ -221,6 +221,25 @@ def test_the_standard_transforms_are_the_pieces_geometric_map_sampled_in_one_war
                                   transforms.compose(crops.pieces())(ramp, tf.constant([3, 9])))
 
 
+def test_the_standard_transforms_sample_a_models_input_size_in_their_own_warp():
+    """at_size: Standard resized to a fixed model input in its one warp is Standard followed by
+    tf.image.resize (exact on a linear ramp, inside the image); the other transforms are resized after;
+    a model that takes any size gets the transforms' own size."""
+    y, x = np.mgrid[0:40, 0:40].astype(np.float32)
+    ramp = tf.constant(np.stack([2 * x + y, 80 + x - y, 3 * y], axis=-1)[None].repeat(2, axis=0))
+    standard = transforms.Standard(pad=2, jitter=3, scale=(0.9, 1.1), rotate=10.0, final_jitter=3)
+    seed = tf.constant([3, 9])
+    for size in ((30, 30), (34, 26)):
+        one_warp = transforms.at_size(standard, ramp, seed, size).numpy()
+        resized = tf.image.resize(standard(ramp, seed), size).numpy()
+        assert one_warp.shape == (2, *size, 3)
+        np.testing.assert_allclose(one_warp[:, 8:-8, 8:-8], resized[:, 8:-8, 8:-8], atol=0.05)
+    jittered = transforms.at_size(transforms.jitter(3), ramp, seed, (30, 30)).numpy()
+    np.testing.assert_allclose(jittered, tf.image.resize(transforms.jitter(3)(ramp, seed), (30, 30)).numpy())
+    assert transforms.at_size(standard, ramp, seed, (None, None)).shape == standard(ramp, seed).shape
+    assert transforms.at_size(None, ramp, seed, (40, 40)) is ramp
+
+
 def test_jitter_is_a_crop_at_an_offset_below_its_size_shared_by_the_batch():
     images = tf.constant(np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10, 1))
     cropped = transforms.jitter(4)(images, tf.constant([7, 0])).numpy()

@@ -46,7 +46,7 @@ def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
 
     At each step the parameterization's pixels go through the transforms (drawn from ``seed`` and the
     step), are resized to ``target``'s input size where it has a fixed one and the transforms changed it
-    (lucent's ``fixed_image_size``), and the gradient of the summed objective minus the regularizer's
+    (lucent's ``fixed_image_size``; ``transforms.at_size``: inside their warp where they have one), and the gradient of the summed objective minus the regularizer's
     penalty (on the untransformed pixels) moves the variables by the step rule. The first
     ``redirected_relu_steps`` steps run through a copy of ``target`` with redirected ReLU gradients
     (``redirect``), the rest through ``target``. ``objectives[i, s]`` is image i's objective (without the
@@ -54,6 +54,8 @@ def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
     untransformed. ``progress`` (a ``runner.terminal.CompiledProgress``) counts the steps at a terminal.
     """
     import tensorflow as tf
+
+    from runner.featurevis.transforms import at_size
 
     fixed_size = tuple(target.input_shape[1:3])
     param, rule, transforms, regularizer = recipe.param, recipe.step_rule, recipe.transforms, recipe.regularizer
@@ -65,9 +67,7 @@ def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
 
     def objective_of(model, variables, seed):
         pixels = param.image(variables)
-        images = transforms(pixels, seed) if transforms is not None else pixels
-        if None not in fixed_size and tuple(images.shape[1:3]) != fixed_size:
-            images = tf.image.resize(images, fixed_size)
+        images = at_size(transforms, pixels, seed, fixed_size)
         objective = recipe.objective(activations_in_chunks(model, images, recipe.chunk))
         return objective, (objective if regularizer is None else objective - regularizer(pixels))
 

@@ -82,25 +82,46 @@ def random_rotate(degrees: float) -> Transform:
     return transform
 
 
-def scaled_and_rotated(images, scale, angle, crop: int = 0, offset=None):
+def scaled_and_rotated(images, scale, angle, crop: int = 0, offset=None, size: Sequence[int] | None = None):
     """The image scaled by ``scale`` and rotated by ``angle`` (radians) about its centre, bilinear, edge
     pixels repeated outside; then ``crop`` pixels fewer on each axis from ``offset`` (row, column), as
-    ``jitter`` crops, but sampled in the same warp (a crop of a warp is the warp of shifted pixels)."""
+    ``jitter`` crops, but sampled in the same warp (a crop of a warp is the warp of shifted pixels); then,
+    with ``size`` (height, width), resized to it as ``tf.image.resize`` would (half-pixel centres), again in
+    the same warp."""
     import tensorflow as tf
 
     height, width = images.shape[1:3]
+    out_height, out_width = (height - crop, width - crop) if size is None else size
+    # an output pixel (u, v) is pixel (stretch * u + start) of the cropped warp before the resize
+    stretch_x, stretch_y = (width - crop) / out_width, (height - crop) / out_height
+    start_x, start_y = (stretch_x - 1) / 2, (stretch_y - 1) / 2
     center_x, center_y = (width - 1) / 2, (height - 1) / 2
     shift_y, shift_x = (0.0, 0.0) if offset is None else tf.unstack(tf.cast(offset, tf.float32))
     # the transform maps each output pixel to the input pixel it samples: the inverse rotation and zoom
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    from_x, from_y = shift_x - center_x, shift_y - center_y  # output pixel (0, 0) relative to the centre
-    matrix = tf.stack([cos, -sin, center_x + cos * from_x - sin * from_y,
-                       sin, cos, center_y + sin * from_x + cos * from_y, 0.0, 0.0])
+    from_x, from_y = shift_x + start_x - center_x, shift_y + start_y - center_y  # output (0, 0) from the centre
+    matrix = tf.stack([cos * stretch_x, -sin * stretch_y, center_x + cos * from_x - sin * from_y,
+                       sin * stretch_x, cos * stretch_y, center_y + sin * from_x + cos * from_y, 0.0, 0.0])
     matrix = tf.tile(matrix[None], [tf.shape(images)[0], 1])
     warped = tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=matrix,
-                                                   output_shape=[height - crop, width - crop], fill_value=0.0,
+                                                   output_shape=[out_height, out_width], fill_value=0.0,
                                                    interpolation="BILINEAR", fill_mode="NEAREST")
-    return tf.ensure_shape(warped, [images.shape[0], height - crop, width - crop, images.shape[3]])
+    return tf.ensure_shape(warped, [images.shape[0], out_height, out_width, images.shape[3]])
+
+
+def at_size(transform: Transform | None, images, seed, size: Sequence[int | None]):
+    """``transform(images, seed)`` brought to ``size`` (height, width; a model's fixed input size, None where
+    it takes any) as lucent's ``fixed_image_size`` does: a transform that can (``Standard``) samples its
+    warp at that size, the others are resized after (bilinear)."""
+    import tensorflow as tf
+
+    fixed = None not in tuple(size)
+    if isinstance(transform, Standard) and fixed:
+        return transform(images, seed, size=tuple(size))
+    moved = transform(images, seed) if transform is not None else images
+    if fixed and tuple(moved.shape[1:3]) != tuple(size):
+        return tf.image.resize(moved, tuple(size))
+    return moved
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -143,10 +164,11 @@ class Standard:
             chosen.append(jitter(self.final_jitter))
         return chosen
 
-    def __call__(self, images, seed):
+    def __call__(self, images, seed, size: Sequence[int] | None = None):
         """``compose(self.pieces())``'s geometric map and random draws (the same seeds), with the scale,
         the rotation and the final jitter sampled in ONE bilinear warp instead of two warps and a crop:
-        one interpolation blurs less and costs a third of the three (``bench.featurevis --pieces``)."""
+        one interpolation blurs less and costs a third of the three (``bench.featurevis --pieces``).
+        ``size`` (height, width): the result resized to it, in that same warp when there is one."""
         import tensorflow as tf
 
         seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, max(len(self.pieces()), 1))))
@@ -157,11 +179,12 @@ class Standard:
         factor = _factor(next(seeds), *self.scale) if self._scales() else None
         angle = _angle(next(seeds), self.rotate) if self.rotate else None
         if factor is None and angle is None:
-            return jitter(self.final_jitter)(images, next(seeds)) if self.final_jitter > 1 else images
+            images = jitter(self.final_jitter)(images, next(seeds)) if self.final_jitter > 1 else images
+            return images if size is None or tuple(images.shape[1:3]) == tuple(size) else tf.image.resize(images, size)
         crop = max(self.final_jitter - 1, 0)
         return scaled_and_rotated(images, tf.constant(1.0) if factor is None else factor,
-                       tf.constant(0.0) if angle is None else angle, crop,
-                       _offset(next(seeds), self.final_jitter) if crop else None)
+                                  tf.constant(0.0) if angle is None else angle, crop,
+                                  _offset(next(seeds), self.final_jitter) if crop else None, size)
 
     def _scales(self) -> bool:
         return self.scale is not None and tuple(self.scale) != (1.0, 1.0)
