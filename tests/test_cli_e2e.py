@@ -117,3 +117,32 @@ def test_mnist_convnet_trains_ten_way_and_a_logged_model_trains_on(run_cli, mlfl
     second = next(r for r in all_runs(mlflow_client) if r.info.run_id != first.info.run_id)
     assert second.info.status == "FINISHED"
     assert second.data.params["model.run_id"] == first.info.run_id
+
+
+def test_the_exit_skips_only_the_teardown_after_threads_atexit_and_streams(tmp_path):
+    """exit_without_teardown (the end of `convlab`): a worker thread still writing finishes, atexit functions
+    run, buffered output is flushed, and the exit code is kept."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    written = tmp_path / "written.txt"
+    script = f"""
+import atexit, sys, threading, time
+from pathlib import Path
+from runner.cli import exit_without_teardown
+def late_write():
+    time.sleep(0.5)
+    Path({str(written)!r}).write_text("done")
+threading.Thread(target=late_write).start()
+atexit.register(lambda: print("atexit ran"))
+print("buffered", end="")
+sys.stderr.write("to stderr")
+exit_without_teardown(3)
+print("never")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "bufferedatexit ran\n" and proc.stderr == "to stderr"
+    assert written.read_text() == "done"

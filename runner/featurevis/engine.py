@@ -46,8 +46,9 @@ def climber(target: "keras.Model", recipe: Recipe, progress=None) -> Callable:
 
     At each step the parameterization's pixels go through the transforms (drawn from ``seed`` and the
     step), are resized to ``target``'s input size where it has a fixed one and the transforms changed it
-    (lucent's ``fixed_image_size``; ``transforms.at_size``: inside their warp where they have one), and the gradient of the summed objective minus the regularizer's
-    penalty (on the untransformed pixels) moves the variables by the step rule. The first
+    (lucent's ``fixed_image_size``; ``transforms.at_size``: inside their warp where they have one), and the
+    gradient of the summed objective minus the regularizer's penalty (on the untransformed pixels) moves
+    the variables by the step rule. The first
     ``redirected_relu_steps`` steps run through a copy of ``target`` with redirected ReLU gradients
     (``redirect``), the rest through ``target``. ``objectives[i, s]`` is image i's objective (without the
     penalty) before step s (what the book records); ``images`` are the final variables' pixels,
