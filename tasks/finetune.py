@@ -100,8 +100,6 @@ def run(
     feature_cache_max_gb: float | None = 20.0,
     probes: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    import keras
-
     head, finetune = dict(head), dict(finetune)
     augment = check_options(mode, head, augment)
     parts = build_parts(model, dataset, cut_layer=cut_layer, head=head,

@@ -6,8 +6,9 @@ Networks", CVPR workshops, arXiv:1910.01279), and Faster Score-CAM (tabayashi011
     w   = softmax_c(s)                 L = ReLU(sum_c w_c A_c)
 
 Gradient-free. The masked passes run batched, ``batch_size`` masked images at a time, inside the engine's
-one compiled pass; at a terminal a progress bar counts the masked images (``runner.terminal.CompiledProgress``). ``max_channels`` keeps, per image, the channels of largest spatial variance (Faster
-Score-CAM); None keeps all. The paper's baseline term S(x_b) is the same for every channel, so the softmax
+one compiled pass; at a terminal a progress bar counts the masked images
+(``runner.terminal.CompiledProgress``). ``max_channels`` keeps, per image, the channels of largest spatial
+variance (Faster Score-CAM); None keeps all. The paper's baseline term S(x_b) is the same for every channel, so the softmax
 leaves it out.
 """
 

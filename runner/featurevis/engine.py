@@ -29,9 +29,10 @@ def activations_in_chunks(model: "keras.Model", images, chunk: int):
     """``model(images)`` run ``chunk`` images at a time and concatenated (0 or a chunk >= the batch: one pass).
 
     The same activations, computed in pieces: on a CPU a memory-bound network (MobileNetV2's depthwise
-    convolutions, batch norms) runs faster on a few images that stay in cache than on a batch of 32 whose
-    activations stream through memory (docs/featurevis.md, "Speed"). The pieces are unrolled in the trace,
-    so the tape differentiates through each."""
+    convolutions, batch norms) runs faster in chunks of a few images than on a batch of 32. The pieces are
+    independent, so TensorFlow may run them side by side; forcing them one after another was slower than
+    one pass (docs/featurevis.md, "Speed"). They are unrolled in the trace, so the tape differentiates
+    through each."""
     import tensorflow as tf
 
     batch = images.shape[0]

@@ -113,15 +113,20 @@ def at_size(transform: Transform | None, images, seed, size: Sequence[int | None
     """``transform(images, seed)`` brought to ``size`` (height, width; a model's fixed input size, None where
     it takes any) as lucent's ``fixed_image_size`` does: a transform that can (``Standard``) samples its
     warp at that size, the others are resized after (bilinear)."""
+    if None in tuple(size):
+        return transform(images, seed) if transform is not None else images
+    if isinstance(transform, Standard):
+        return transform(images, seed, size=tuple(size))
+    return _resized(transform(images, seed) if transform is not None else images, size)
+
+
+def _resized(images, size: Sequence[int] | None):
+    """``images`` resized (bilinear) to ``size`` (height, width) where they have another size."""
     import tensorflow as tf
 
-    fixed = None not in tuple(size)
-    if isinstance(transform, Standard) and fixed:
-        return transform(images, seed, size=tuple(size))
-    moved = transform(images, seed) if transform is not None else images
-    if fixed and tuple(moved.shape[1:3]) != tuple(size):
-        return tf.image.resize(moved, tuple(size))
-    return moved
+    if size is None or tuple(images.shape[1:3]) == tuple(size):
+        return images
+    return tf.image.resize(images, tuple(size))
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -179,8 +184,7 @@ class Standard:
         factor = _factor(next(seeds), *self.scale) if self._scales() else None
         angle = _angle(next(seeds), self.rotate) if self.rotate else None
         if factor is None and angle is None:
-            images = jitter(self.final_jitter)(images, next(seeds)) if self.final_jitter > 1 else images
-            return images if size is None or tuple(images.shape[1:3]) == tuple(size) else tf.image.resize(images, size)
+            return _resized(jitter(self.final_jitter)(images, next(seeds)) if self.final_jitter > 1 else images, size)
         crop = max(self.final_jitter - 1, 0)
         return scaled_and_rotated(images, tf.constant(1.0) if factor is None else factor,
                                   tf.constant(0.0) if angle is None else angle, crop,
