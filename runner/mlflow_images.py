@@ -36,8 +36,8 @@ def log_picture(image: "np.ndarray", artifact_file: str | None = None, *, key: s
     timeline ``key`` (made valid with :func:`timeline_key`); either may be left out."""
     if artifact_file is not None:
         mlflow.log_image(image, artifact_file=artifact_file)
-    if key is not None:  # synchronous: why in training.epoch_metrics_callback
-        mlflow.log_image(image, key=timeline_key(key), step=int(step), synchronous=True)
+    if key is not None:
+        mlflow.log_image(image, key=timeline_key(key), step=int(step))
 
 
 def image_timelines(run_id: str, client: mlflow.MlflowClient | None = None) -> dict[str, list[int]]:

@@ -208,7 +208,7 @@ def final_metrics() -> dict[str, float]:
     run = mlflow.active_run()
     if run is None:
         return {}
-    mlflow.flush_async_logging()  # convlab logs synchronously; a no-op unless other code queued metrics
+    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
     return dict(MlflowClient().get_run(run.info.run_id).data.metrics)
 
 

@@ -85,29 +85,19 @@ def epoch_metrics_callback(first_epoch: int = 0, phase: str | None = None) -> "k
     The first phase (``first_epoch=0``) logs the optimizer params and ``model_summary.txt`` as MLflow's
     callback does; a later phase logs its summary as ``model_summary_<phase>.txt`` and no params (MLflow
     refuses to change a logged param).
-
-    Its metrics are logged synchronously, where MLflow's callback queues them: MLflow's asynchronous queues
-    poll once a second, so each flush (the run's end, reading the history back) waited up to a second, more
-    than a short job's logging takes (bench/overhead.py). A few writes an epoch cost milliseconds.
     """
     from mlflow.keras import MlflowCallback
 
     class PhaseCallback(MlflowCallback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                mlflow.log_metrics(logs, step=first_epoch + epoch, synchronous=True, model_id=self.model_id)
-
-        def on_test_end(self, logs=None):
-            if logs is not None:
-                mlflow.log_metrics({f"validation_{key}": value for key, value in logs.items()}, synchronous=True,
-                                   model_id=self.model_id)
-
         def on_train_begin(self, logs=None):
             if first_epoch == 0:
                 return super().on_train_begin(logs)
             lines: list[str] = []
             self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
             mlflow.log_text("\n".join(lines), f"model_summary_{phase or 'phase'}.txt")
+
+        def on_epoch_end(self, epoch, logs=None):
+            return super().on_epoch_end(first_epoch + epoch, logs)
 
     return PhaseCallback(log_every_epoch=True)
 

@@ -75,5 +75,6 @@ def _logged_history(metrics: list[str]) -> dict[str, list[float]]:
     """Per-epoch values of ``metrics`` as the active run recorded them, in step order."""
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
+    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
     return {metric: [point.value for point in sorted(client.get_metric_history(run_id, metric), key=lambda p: p.step)]
             for metric in metrics}
