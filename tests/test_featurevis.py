@@ -9,11 +9,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import layers
 
+from runner.explain.surgery import folded_batch_norms
 from runner.featurevis import objectives, params, regularizers, steps, transforms
 from runner.featurevis.engine import Recipe, activations_in_chunks, climber
 from runner.featurevis.redirect import redirected_clone, redirected_gradient
 from runner.featurevis.target import at_input_size, target_model
+from runner.models.mobilenet_v2 import build_mobilenet_v2
 
 
 def checkerboard(size: int = 6, low: float = 0.0, high: float = 255.0) -> np.ndarray:
@@ -253,3 +256,69 @@ def test_a_model_fixed_to_one_size_is_visualized_at_another_with_its_own_weights
     flat = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(conv(inputs))))
     with pytest.raises(ValueError):  # a Dense after a Flatten: its kernel depends on the size
         at_input_size(flat, 12)
+
+
+def _with_batch_norm_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
+    """``model`` with random, non-trivial batch-norm weights and moving statistics (a fresh one's are 1 and 0)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for variable in layer.weights:
+                low, high = (0.5, 2.0) if variable.name in ("gamma", "moving_variance") else (-1.0, 1.0)
+                variable.assign(rng.uniform(low, high, variable.shape).astype("float32"))
+    return model
+
+
+def _conv_norm_model() -> keras.Model:
+    """Conv (with bias) -> BN -> ReLU6, depthwise (multiplier 2) -> BN without scale and centre, a conv
+    whose output a BN and an Add both read (not foldable), and a conv with a ReLU before its BN (not foldable)."""
+    inputs = keras.Input((9, 9, 3))
+    x = layers.Conv2D(4, 3, padding="same", bias_initializer="random_normal", name="conv_a")(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="bn_a")(x))
+    x = layers.BatchNormalization(scale=False, center=False, name="bn_b")(
+        layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=False, name="depthwise_b")(x))
+    shared = layers.Conv2D(8, 1, use_bias=False, name="conv_c")(x)
+    x = layers.Add()([layers.BatchNormalization(name="bn_c")(shared), shared])
+    x = layers.BatchNormalization(name="bn_d")(layers.Conv2D(5, 1, activation="relu", name="conv_d")(x))
+    return _with_batch_norm_statistics(keras.Model(inputs, x))
+
+
+def test_folding_batch_norms_keeps_the_function_and_its_input_gradient_in_inference_mode():
+    model = _conv_norm_model()
+    folded = folded_batch_norms(model)
+    images = tf.constant(np.random.default_rng(1).normal(size=(2, 9, 9, 3)).astype("float32"))
+
+    def output_and_gradient(network):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            output = network(images, training=False)
+            total = tf.reduce_sum(output * tf.range(1.0, 1.0 + output.shape[-1]))
+        return output.numpy(), tape.gradient(total, images).numpy()
+
+    (expected, expected_gradient), (got, got_gradient) = output_and_gradient(model), output_and_gradient(folded)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_gradient, expected_gradient, rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_batch_norm_right_after_a_linear_convolution_read_by_nothing_else_is_folded():
+    model = _conv_norm_model()
+    folded = folded_batch_norms(model)
+    norms = {layer.name for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert norms == {"bn_c", "bn_d"}  # conv_c's output is also read by the Add; conv_d has a ReLU first
+    assert {"bn_a", "bn_b"} <= {layer.name for layer in folded.layers}  # their places keep their names
+    assert folded.get_layer("conv_c") is model.get_layer("conv_c")  # the rest is shared, not copied
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 4  # untouched
+    inputs = keras.Input((5, 5, 1))
+    plain = keras.Model(inputs, layers.Conv2D(2, 3)(inputs))
+    assert folded_batch_norms(plain) is plain
+
+
+def test_a_mobilenet_target_climbs_through_folded_batch_norms_to_the_same_activations():
+    network = _with_batch_norm_statistics(build_mobilenet_v2(), seed=2)  # the replica, random weights
+    network = at_input_size(network, 32)
+    target = target_model(network, "block_2_expand_relu", [0, 5, 7], preactivation=True)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in target.layers)
+    reference = keras.Model(network.inputs[0], network.get_layer("block_2_expand_BN").output)
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(target(images, training=False).numpy(),
+                               reference(images, training=False).numpy()[..., [0, 5, 7]], rtol=1e-4, atol=1e-4)

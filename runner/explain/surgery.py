@@ -4,6 +4,7 @@
   ``runner.layers.feature_model(replace=...)`` on the inputs the output layer receives. No private
   ``_keras_history`` access: the replacement is called on whatever tensor the model feeds its head.
 * :func:`guided_clone`: a clone whose ReLUs pass back only positive gradients (guided backpropagation).
+* :func:`folded_batch_norms`: a clone with each inference-mode batch norm folded into the convolution before it.
 """
 
 from __future__ import annotations
@@ -146,3 +147,90 @@ class _Sequenced(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.first.compute_output_shape(input_shape)
+
+
+# ------------------------------------------------------------------------------- batch-norm folding
+
+
+def folded_batch_norms(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` in which each BatchNormalization that directly follows a linear Conv2D or
+    DepthwiseConv2D (whose output nothing else reads) is folded into that convolution's kernel and bias,
+    as inference graphs are optimized: the same function in inference mode (``training=False``) up to float
+    rounding, with one elementwise pass less, forward and backward, for every pair (MobileNetV2 has one per
+    convolution). The batch norm's place keeps its name, as an identity, so its output can still be tapped.
+    Every other layer is ``model``'s own (weights shared); without such a pair, or for a model that is not
+    functional (a Sequential, a subclass), ``model`` itself."""
+    if not hasattr(model, "_nodes_by_depth"):
+        return model
+    pairs = _foldable_pairs(model)
+    if not pairs:
+        return model
+    folded_norms = {norm.name for norm in pairs.values()}
+
+    def clone(layer):
+        if layer.name in pairs:
+            return _folded_convolution(layer, pairs[layer.name])
+        if layer.name in folded_norms:
+            return _FoldedAway(name=layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
+    """``{convolution name: the batch norm after it}`` for the pairs :func:`folded_batch_norms` folds."""
+    nodes = [node for depth_nodes in model._nodes_by_depth.values() for node in depth_nodes]
+    readers: dict[int, int] = {}
+    calls: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for tensor in node.input_tensors:
+            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    for tensor in model.outputs:
+        readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    pairs = {}
+    for node in nodes:
+        norm = node.operation
+        if not isinstance(norm, keras.layers.BatchNormalization) or calls[id(norm)] != 1:
+            continue
+        if len(node.input_tensors) != 1 or norm.axis not in (-1, len(node.input_tensors[0].shape) - 1):
+            continue
+        tensor = node.input_tensors[0]
+        conv = tensor._keras_history.operation
+        if (type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and calls.get(id(conv)) == 1
+                and readers[id(tensor)] == 1 and conv.data_format == "channels_last"
+                and activation_name(conv) == "linear"):
+            pairs[conv.name] = norm
+    return pairs
+
+
+def _folded_convolution(conv, norm: keras.layers.BatchNormalization):
+    """``conv`` with ``norm``'s inference-mode scale and shift folded into its kernel and bias."""
+    import numpy as np
+
+    def values(variable):
+        return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+    kernel, *bias = conv.get_weights()
+    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+    # a depthwise kernel is [h, w, in, multiplier]: output channel c * multiplier + m is kernel[..., c, m]
+    per_output = kernel.shape[2:] if depthwise else kernel.shape[3:]
+    channels = int(np.prod(per_output))
+    gamma = values(norm.gamma) if norm.scale else np.ones(channels)
+    beta = values(norm.beta) if norm.center else np.zeros(channels)
+    scale = gamma / np.sqrt(values(norm.moving_variance) + norm.epsilon)
+    shift = ((bias[0] if bias else 0.0) - values(norm.moving_mean)) * scale + beta
+    folded = type(conv).from_config({**conv.get_config(), "use_bias": True, "bias_initializer": "zeros"})
+    folded.build((None, None, None, kernel.shape[2] if depthwise else kernel.shape[2] * conv.groups))
+    folded.set_weights([(kernel * scale.reshape(per_output)).astype(kernel.dtype), shift.astype(kernel.dtype)])
+    return folded
+
+
+class _FoldedAway(keras.layers.Layer):
+    """The identity left where a batch norm was folded into the convolution before it."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

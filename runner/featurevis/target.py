@@ -27,8 +27,14 @@ def target_model(network: "keras.Model", layer: str, filters: list[int] | None,
     ``preactivation``: the layer's linear part, so a filter that a ReLU zeroes still has a gradient. For a
     Conv2D (or Dense-free linear layer) with a folded activation, the same layer without it; for an
     activation layer (ReLU, Activation), the layer feeding it.
+
+    Each batch norm right after a convolution is folded into it (``surgery.folded_batch_norms``): the
+    same activations in inference mode, one elementwise pass less per pair forward and backward
+    (docs/featurevis.md, "Speed").
     """
     import keras
+
+    from runner.explain.surgery import folded_batch_norms
 
     target = find_layer(network, layer)
     if not is_spatial(target):
@@ -50,7 +56,8 @@ def target_model(network: "keras.Model", layer: str, filters: list[int] | None,
     output = features.outputs[0]
     if sliced is None and filters is not None:
         output = keras.ops.take(output, filters, axis=-1)
-    return keras.Model(features.inputs[0], output, name=features.name)  # one tensor, not a list
+    # one tensor, not a list; the batch norms folded into their convolutions: the climb runs in inference mode
+    return folded_batch_norms(keras.Model(features.inputs[0], output, name=features.name))
 
 
 def _linear_part(network, layer: str, target) -> tuple[str, "keras.layers.Layer", bool]:
