@@ -174,7 +174,10 @@ def folded_batch_norms(model: keras.Model) -> keras.Model:
             return _FoldedAway(name=layer.name)
         return layer
 
-    return keras.models.clone_model(model, clone_function=clone)
+    inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
+    # one input as a tensor, not a one-element list, which Keras warns about on every call
+    return keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                                    clone_function=clone)
 
 
 def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
