@@ -110,8 +110,7 @@ def feature_model(model: "keras.Model", paths: list[str], include_output: bool =
 
     for path in paths:
         find_layer(model, path)
-    inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
-    inputs = inputs if len(inputs) > 1 else inputs[0]  # a one-element list makes Keras warn on every call
+    inputs = fresh_inputs(model)
     outputs, taps = _replay(model, inputs, list(paths), dict(replace or {}))
     missing = [path for path in paths if path not in taps]
     if missing:
@@ -120,6 +119,24 @@ def feature_model(model: "keras.Model", paths: list[str], include_output: bool =
                            fix="pick a layer between the model's input and its output")
     features = [taps[path] for path in paths]
     return keras.Model(inputs, features + ([outputs] if include_output else []), name=f"{model.name}_features")
+
+
+def fresh_inputs(model: "keras.Model"):
+    """New ``keras.Input`` tensors shaped, typed and named like ``model``'s, to replay its graph on: one
+    tensor for a one-input model (a one-element list makes Keras warn on every call), else a list."""
+    import keras
+
+    inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
+    return inputs if len(inputs) > 1 else inputs[0]
+
+
+def rebuilt(layer: "keras.layers.Layer", weights: list | None = None, **config) -> "keras.layers.Layer":
+    """A new layer of ``layer``'s class from its config with ``config``'s entries changed, built for
+    ``layer``'s input shape and holding ``weights`` (default: a copy of ``layer``'s own)."""
+    copy = type(layer).from_config({**layer.get_config(), **config})
+    copy.build(layer.input.shape)
+    copy.set_weights(layer.get_weights() if weights is None else weights)
+    return copy
 
 
 def _replay(model: "keras.Model", inputs, paths: list[str], replace: dict[str, "keras.layers.Layer"]):

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
 from runner.errors import ConvlabError
+from runner.layers import fresh_inputs, rebuilt
 
 HEAD_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -108,11 +110,7 @@ def _has_folded_relu(layer) -> bool:
 
 def _without_activation(layer):
     """A copy of ``layer`` with a linear activation, built with ``layer``'s weights (copied)."""
-    config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_linear"}
-    copy = layer.__class__.from_config(config)
-    copy.build(layer.input.shape)
-    copy.set_weights(layer.get_weights())
-    return copy
+    return rebuilt(layer, activation="linear", name=f"{layer.name}_linear")
 
 
 def guided_clone(model: keras.Model) -> keras.Model:
@@ -174,23 +172,15 @@ def folded_batch_norms(model: keras.Model) -> keras.Model:
             return _FoldedAway(name=layer.name)
         return layer
 
-    inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name) for tensor in model.inputs]
-    # one input as a tensor, not a one-element list, which Keras warns about on every call
-    return keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
-                                    clone_function=clone)
+    return keras.models.clone_model(model, input_tensors=fresh_inputs(model), clone_function=clone)
 
 
 def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
     """``{convolution name: the batch norm after it}`` for the pairs :func:`folded_batch_norms` folds."""
     nodes = [node for depth_nodes in model._nodes_by_depth.values() for node in depth_nodes]
-    readers: dict[int, int] = {}
-    calls: dict[int, int] = {}
-    for node in nodes:
-        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-        for tensor in node.input_tensors:
-            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
-    for tensor in model.outputs:
-        readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    calls = Counter(id(node.operation) for node in nodes)
+    readers = Counter(id(tensor) for node in nodes for tensor in node.input_tensors)
+    readers.update(id(tensor) for tensor in model.outputs)
     pairs = {}
     for node in nodes:
         norm = node.operation
@@ -200,7 +190,7 @@ def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormaliza
             continue
         tensor = node.input_tensors[0]
         conv = tensor._keras_history.operation
-        if (type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and calls.get(id(conv)) == 1
+        if (type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and calls[id(conv)] == 1
                 and readers[id(tensor)] == 1 and conv.data_format == "channels_last"
                 and activation_name(conv) == "linear"):
             pairs[conv.name] = norm
@@ -223,10 +213,8 @@ def _folded_convolution(conv, norm: keras.layers.BatchNormalization):
     beta = values(norm.beta) if norm.center else np.zeros(channels)
     scale = gamma / np.sqrt(values(norm.moving_variance) + norm.epsilon)
     shift = ((bias[0] if bias else 0.0) - values(norm.moving_mean)) * scale + beta
-    folded = type(conv).from_config({**conv.get_config(), "use_bias": True, "bias_initializer": "zeros"})
-    folded.build((None, None, None, kernel.shape[2] if depthwise else kernel.shape[2] * conv.groups))
-    folded.set_weights([(kernel * scale.reshape(per_output)).astype(kernel.dtype), shift.astype(kernel.dtype)])
-    return folded
+    return rebuilt(conv, [(kernel * scale.reshape(per_output)).astype(kernel.dtype), shift.astype(kernel.dtype)],
+                   use_bias=True, bias_initializer="zeros")
 
 
 class _FoldedAway(keras.layers.Layer):

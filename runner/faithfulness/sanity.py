@@ -22,6 +22,7 @@ import numpy as np
 
 from runner.errors import ConvlabError
 from runner.faithfulness.core import input_maps
+from runner.layers import rebuilt
 
 if TYPE_CHECKING:
     import keras
@@ -96,10 +97,7 @@ def clone(model: "keras.Model") -> "keras.Model":
             return clone(layer)
         if not layer.weights:
             return layer
-        twin = layer.__class__.from_config(layer.get_config())
-        twin.build(layer.input.shape)
-        twin.set_weights(layer.get_weights())
-        return twin
+        return rebuilt(layer)
 
     return keras.models.clone_model(model, clone_function=copied)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runner.errors import ConvlabError
-from runner.layers import feature_model, find_layer, is_spatial
+from runner.layers import feature_model, find_layer, is_spatial, rebuilt
 
 if TYPE_CHECKING:
     import keras
@@ -83,16 +83,11 @@ def _conv_with_channels(conv, channels: list[int], drop_activation: bool):
 
     if type(conv) is not keras.layers.Conv2D or conv.groups != 1 or conv.data_format != "channels_last":
         return None
-    # the weights are set below; an initializer holding the full kernel (Constant) would give its shape
-    config = {**conv.get_config(), "filters": len(channels), "kernel_initializer": "zeros",
-              "bias_initializer": "zeros"}
-    if drop_activation:
-        config["activation"] = "linear"
-    sliced = keras.layers.Conv2D.from_config(config)
-    sliced.build(conv.input.shape)
     kernel, *bias = conv.get_weights()
-    sliced.set_weights([kernel[..., channels], *(b[channels] for b in bias)])
-    return sliced
+    # an initializer holding the full kernel (Constant) would give its shape to the copy: zeros, then the weights
+    return rebuilt(conv, [kernel[..., channels], *(b[channels] for b in bias)], filters=len(channels),
+                   kernel_initializer="zeros", bias_initializer="zeros",
+                   **({"activation": "linear"} if drop_activation else {}))
 
 
 def at_input_size(network: "keras.Model", side: int) -> "keras.Model":
