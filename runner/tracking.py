@@ -297,19 +297,12 @@ def load_checkpoint():
 # ---------------------------------------------------------------------------------------- job runs
 
 
-ASYNC_BUFFER_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
-
-
 def _use_tracking(cfg: DictConfig) -> None:
     open_store(cfg.tracking.uri)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     liveness.STALE_AFTER_S = float(cfg.tracking.stale_after_s)
     # MLflow prints "View run <name> at: <tracking URI>/#/..." with the URI's credentials; job_run prints it masked
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    # MLflow's async logging worker (the Keras callback's epochs, image timelines) polls its queue with a 1 s
-    # timeout, so each flush and end_run waited up to 1 s; with batch buffering it waits on the stop event
-    # instead and wakes at once. Training still never blocks on the store (a server outage only delays points).
-    os.environ.setdefault(ASYNC_BUFFER_ENV, "1")
 
 
 # ------------------------------------------------------------------------------------- tracking stores

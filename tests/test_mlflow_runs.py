@@ -4,7 +4,6 @@ a terminal without TensorFlow's start-up chatter, and the end-of-job summary wit
 from __future__ import annotations
 
 import io
-import os
 import json
 import re
 import subprocess
@@ -15,15 +14,13 @@ import cv2
 import mlflow
 import numpy as np
 import pytest
-from mlflow.environment_variables import MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS
 
 from runner.data.folder import Folder
 from runner.data.photos import Photos
 from runner.mlflow_datasets import log_inputs_when_read
 from runner.mlflow_images import image_timelines, log_picture, timeline_key
 from runner.mlflow_ui import how_to_open, run_url, set_experiment
-from runner.tracking import ASYNC_BUFFER_ENV, job_experiment_id
-from tests.conftest import REPO, TINY_TRAIN, all_runs, compose_config
+from tests.conftest import REPO, TINY_TRAIN, all_runs
 
 #: the run link's query: open the UI's model-training view
 VIEW = "?workflowType=machine_learning"
@@ -85,25 +82,6 @@ def test_experiments_open_in_the_model_training_view_unless_their_kind_is_set(tr
     mlflow.set_experiment_tag("mlflow.experimentKind", "genai_development")
     assert set_experiment("kind-new").tags["mlflow.experimentKind"] == "genai_development"
     mlflow.set_experiment(experiment_id="0")  # back to the Default experiment, which every store has
-
-
-def test_jobs_set_mlflows_async_batch_buffering_so_a_runs_end_is_not_a_queue_poll_unless_the_user_chose(
-        monkeypatch, tmp_path):
-    """MLflow's async worker without buffering polls its queue with a 1 s timeout, which each flush and
-    end_run waited out; with buffering it waits on the stop event (the saving is measured by bench.overhead)."""
-    cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
-    for name in (ASYNC_BUFFER_ENV, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):  # restored after the test
-        monkeypatch.delenv(name, raising=False)
-    previous = mlflow.get_tracking_uri()
-    try:
-        job_experiment_id(cfg)
-        assert os.environ[ASYNC_BUFFER_ENV] == "1"
-        assert MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS.get() == 1
-        monkeypatch.setenv(ASYNC_BUFFER_ENV, "5")
-        job_experiment_id(cfg)
-        assert os.environ[ASYNC_BUFFER_ENV] == "5"
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def test_the_run_link_points_at_the_server_without_credentials_or_at_make_ui():
