@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import mlflow
 
-from runner import plots
+from runner import plots, tracking
 from runner.errors import ConvlabError
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def epoch_metrics_callback(first_epoch: int = 0, phase: str | None = None) -> "k
 
     class PhaseCallback(MlflowCallback):
         def on_train_begin(self, logs=None):
+            tracking.async_logging_for_training(True)
             if first_epoch == 0:
                 return super().on_train_begin(logs)
             lines: list[str] = []
@@ -97,7 +98,16 @@ def epoch_metrics_callback(first_epoch: int = 0, phase: str | None = None) -> "k
             mlflow.log_text("\n".join(lines), f"model_summary_{phase or 'phase'}.txt")
 
         def on_epoch_end(self, epoch, logs=None):
-            return super().on_epoch_end(first_epoch + epoch, logs)
+            if logs is not None:
+                tracking.log_metrics_async(logs, step=first_epoch + epoch, model_id=self.model_id)
+
+        def on_test_end(self, logs=None):
+            if logs is not None:
+                tracking.log_metrics_async({f"validation_{k}": v for k, v in logs.items()}, model_id=self.model_id)
+
+        def on_train_end(self, logs=None):
+            tracking.wait_for_async_metrics()  # written before MLflow's worker is told to wait on its stop event
+            tracking.async_logging_for_training(False)
 
     return PhaseCallback(log_every_epoch=True)
 
@@ -119,13 +129,15 @@ def log_curves(history: dict[str, list[float]], phase_starts: list[int] | None =
 def log_test_metrics(network: "keras.Model", test) -> tuple[float, float]:
     """Evaluate on the test data and log ``test_loss`` / ``test_accuracy`` as ``train`` does.
 
-    ``test`` is a tf.data split or an ``(x, y)`` pair of arrays.
+    ``test`` is a tf.data split or an ``(x, y)`` pair of arrays. Logged asynchronously like the epochs (the
+    task's result waits for them): after training, this point is also what moves MLflow's worker onto its
+    stop event at once (see ``tracking.async_logging_for_training``), so the run's end does not wait.
     """
     if isinstance(test, tuple):
         test_loss, test_accuracy = network.evaluate(*test, verbose=0)
     else:
         test_loss, test_accuracy = network.evaluate(test, verbose=0)
-    mlflow.log_metrics({"test_loss": test_loss, "test_accuracy": test_accuracy})
+    tracking.log_metrics_async({"test_loss": test_loss, "test_accuracy": test_accuracy})
     print(f"[convlab] test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}")
     return test_loss, test_accuracy
 

@@ -12,7 +12,7 @@ from runner import plots, terminal, training
 from runner.data.base import ImageDataset
 from runner.models.base import ModelSpec
 from runner.probes import probe_callbacks
-from runner.tracking import final_metrics, load_checkpoint, log_checkpoint, log_keras_model
+from runner.tracking import final_metrics, load_checkpoint, log_checkpoint, log_keras_model, wait_for_async_metrics
 
 
 def run(
@@ -75,6 +75,6 @@ def _logged_history(metrics: list[str]) -> dict[str, list[float]]:
     """Per-epoch values of ``metrics`` as the active run recorded them, in step order."""
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
-    mlflow.flush_async_logging()  # MLflow's Keras callback logs asynchronously
+    wait_for_async_metrics()  # the epochs are logged asynchronously
     return {metric: [point.value for point in sorted(client.get_metric_history(run_id, metric), key=lambda p: p.step)]
             for metric in metrics}

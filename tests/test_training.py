@@ -4,12 +4,15 @@ image once with a composed affine matrix."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from runner import training
-from tests.conftest import compose_config
+from runner import tracking, training
+from tests.conftest import REPO, compose_config
 
 
 def _augmentation(task: str) -> dict:
@@ -144,3 +147,71 @@ def test_augmentation_layer_round_trips_through_a_keras_file(tmp_path):
     assert np.allclose(layer(image, training=False), image)
     assert not np.allclose(layer(image, training=True), image)
     assert math.isclose(float(np.asarray(layer(image, training=True)).mean()), float(image.mean()), rel_tol=0.3)
+
+
+# ------------------------------------------------------------------------------- per-epoch MLflow metrics
+
+def _fit_tiny_model(callbacks, epochs: int = 2) -> None:
+    import keras
+
+    network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    network.compile(optimizer="sgd", loss="binary_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(8, 3)), np.array([0, 1] * 4)
+    network.fit(x, y, validation_data=(x, y), epochs=epochs, batch_size=4, callbacks=callbacks, verbose=0)
+
+
+@pytest.mark.skipif(bool(os.environ.get(tracking.ASYNC_BUFFER_ENV)),
+                    reason=f"{tracking.ASYNC_BUFFER_ENV} is set here, and a user's own value is kept")
+@pytest.mark.usefixtures("tracking")  # the fixture: a temporary MLflow store
+def test_a_later_phase_numbers_its_epochs_on_and_training_alone_polls_mlflows_queue():
+    """The epochs are logged asynchronously and waited for point by point; MLflow's worker polls its queue
+    while the model trains and waits on its stop event once training is over (so ending the run is prompt)."""
+    import keras
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS
+
+    buffering_during_epochs: list = []
+
+    class Observe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            buffering_during_epochs.append(MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS.get())
+
+    try:
+        with mlflow.start_run() as run:
+            _fit_tiny_model([training.epoch_metrics_callback(), Observe()], epochs=2)
+            _fit_tiny_model([training.epoch_metrics_callback(first_epoch=2, phase="fine"), Observe()], epochs=3)
+            assert MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS.get() == 1  # training is over
+            tracking.wait_for_async_metrics()
+            client = mlflow.MlflowClient()
+            steps = sorted(point.step for point in client.get_metric_history(run.info.run_id, "val_loss"))
+            metrics = client.get_run(run.info.run_id).data.metrics
+            artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+    finally:
+        tracking.async_logging_for_training(True)  # as a job's end does: later tests' jobs inherit the environment
+    assert steps == [0, 1, 2, 3, 4]
+    assert buffering_during_epochs == [None] * 5  # MLflow's default while training: each epoch written at once
+    assert "validation_loss" in metrics  # MLflow's own on_test_end metrics, kept
+    assert {"model_summary.txt", "model_summary_fine.txt"} <= artifacts
+
+
+def test_a_users_own_mlflow_async_buffering_is_kept(tmp_path):
+    code = ("import os; from runner import tracking\n"
+            "tracking.async_logging_for_training(False); tracking.async_logging_for_training(True)\n"
+            f"print(os.environ[{tracking.ASYNC_BUFFER_ENV!r}])")
+    env = {**os.environ, tracking.ASYNC_BUFFER_ENV: "5", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "5"
+
+
+@pytest.mark.usefixtures("tracking")
+def test_waiting_for_async_metrics_returns_with_every_point_written():
+    import mlflow
+
+    with mlflow.start_run() as run:
+        for step in range(100):  # each its own batch for MLflow's worker: about a second of SQLite writes
+            tracking.log_metrics_async({"x": float(step)}, step=step)
+        tracking.wait_for_async_metrics()
+        points = mlflow.MlflowClient().get_metric_history(run.info.run_id, "x")
+    assert sorted(point.step for point in points) == list(range(100))
+    assert all(point.value == point.step for point in points)
